@@ -1,0 +1,36 @@
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+
+#include "cpu/cpu_features.h"
+
+namespace nb = nanobind;
+
+namespace tinyfast::bindings {
+
+void bind_cpu(nb::module_& m) {
+  m.def(
+      "cpu_features",
+      [] {
+        const cpu::CpuFeatures& f = cpu::cpu_features();
+        nb::dict d;
+        d["arch"] = f.arch;
+        d["num_cores"] = f.num_cores;
+        d["kernel_level"] = cpu::kernel_level();
+        d["avx2"] = f.avx2;
+        d["fma"] = f.fma;
+        d["f16c"] = f.f16c;
+        d["avx512f"] = f.avx512f;
+        d["avx512bw"] = f.avx512bw;
+        d["avx512vl"] = f.avx512vl;
+        d["avx512vnni"] = f.avx512vnni;
+        d["avxvnni"] = f.avxvnni;
+        d["neon"] = f.neon;
+        d["neon_dotprod"] = f.neon_dotprod;
+        d["neon_i8mm"] = f.neon_i8mm;
+        return d;
+      },
+      "Instruction-set features detected at run time and the kernel level chosen from them.\n"
+      "Set TINYFAST_CPU_DISABLE=avx512f,avx2,... before import to force slower paths.");
+}
+
+}  // namespace tinyfast::bindings

@@ -1,0 +1,23 @@
+// tinyfast._C: the native half of tinyfast, one bind_* function per area.
+#include <nanobind/nanobind.h>
+
+#include <mlx/array.h>
+
+namespace nb = nanobind;
+
+namespace tinyfast::bindings {
+void bind_core(nb::module_& m);
+void bind_cpu(nb::module_& m);
+}  // namespace tinyfast::bindings
+
+NB_MODULE(_C, m) {
+  m.doc() = "tinyfast native core: block manager, scheduler, CPU kernels";
+  tinyfast::bindings::bind_core(m);
+  tinyfast::bindings::bind_cpu(m);
+  // Import-time probe that this module and mlx.core share nanobind's type
+  // universe; without it every op taking an mx.array fails with an opaque
+  // "incompatible function arguments".
+  m.def(
+      "_mlx_array_ndim", [](const mlx::core::array& a) { return a.ndim(); }, nb::arg("a"),
+      "Number of dimensions of an mx.array (checks MLX interop).");
+}

@@ -1,0 +1,29 @@
+#pragma once
+// Typed failures of the core; the bindings turn each into its own Python
+// exception so callers can tell "can never fit" from "not now".
+#include <stdexcept>
+#include <string>
+
+namespace tinyfast::core {
+
+// A request that cannot be served with this configuration, ever.
+struct CapacityError : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+// An act needed more free KV blocks than the pool has right now.
+struct NoFreeBlocksError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// A sequence id the manager or scheduler does not know.
+struct UnknownSequenceError : std::out_of_range {
+  using std::out_of_range::out_of_range;
+};
+
+// Internal state broke an invariant (a bug, never bad input).
+struct InvariantError : std::logic_error {
+  using std::logic_error::logic_error;
+};
+
+}  // namespace tinyfast::core

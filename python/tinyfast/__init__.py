@@ -1,0 +1,13 @@
+"""tinyfast: fast local LLM inference from Python on MLX, with native kernels."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from tinyfast import _native  # noqa: F401  (loads _C, checks MLX interop)
+from tinyfast._C import cpu_features
+
+try:
+    __version__ = version("tinyfast")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__", "cpu_features"]
