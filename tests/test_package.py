@@ -96,3 +96,15 @@ def test_type_stubs_ship_with_the_module():
     text = stub.read_text()
     for name in ("class Scheduler", "class BlockManager", "def cpu_features"):
         assert name in text
+
+
+def test_thread_count_is_settable_and_validated():
+    before = tinyfast.num_threads()
+    assert before == (int(os.environ["TINYFAST_NUM_THREADS"]) if "TINYFAST_NUM_THREADS" in os.environ else tinyfast.cpu_features()["num_cores"])
+    try:
+        tinyfast.set_num_threads(3)
+        assert tinyfast.num_threads() == 3
+        with pytest.raises(ValueError):
+            tinyfast.set_num_threads(0)
+    finally:
+        tinyfast.set_num_threads(before)

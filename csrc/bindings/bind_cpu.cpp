@@ -2,6 +2,7 @@
 #include <nanobind/stl/string.h>
 
 #include "cpu/cpu_features.h"
+#include "cpu/thread_pool.h"
 
 namespace nb = nanobind;
 
@@ -31,6 +32,10 @@ void bind_cpu(nb::module_& m) {
       },
       "Instruction-set features detected at run time and the kernel level chosen from them.\n"
       "Set TINYFAST_CPU_DISABLE=avx512f,avx2,... before import to force slower paths.");
+  m.def("num_threads", [] { return cpu::ThreadPool::global().num_threads(); },
+        "Threads the CPU kernels use (default: usable cores, or TINYFAST_NUM_THREADS).");
+  m.def("set_num_threads", [](int n) { cpu::ThreadPool::global().set_num_threads(n); }, nb::arg("n"),
+        "Sets the kernels' thread count (>= 1); call it between ops, not during one.");
 }
 
 }  // namespace tinyfast::bindings

@@ -3,11 +3,11 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from tinyfast import _native  # noqa: F401  (loads _C, checks MLX interop)
-from tinyfast._C import cpu_features
+from tinyfast._C import cpu_features, num_threads, set_num_threads
 
 try:
     __version__ = version("tinyfast")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__", "cpu_features"]
+__all__ = ["__version__", "cpu_features", "num_threads", "set_num_threads"]

@@ -1,0 +1,47 @@
+#pragma once
+// One small pool shared by every CPU kernel. parallel_for splits [0, n) into
+// contiguous chunks; the calling thread runs chunks too, so a pool of size 1
+// means "no extra threads". Each index is processed by exactly one call, and a
+// kernel must make its result for an index independent of the chunking (that is
+// what keeps outputs batch-invariant and deterministic).
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace tinyfast::cpu {
+
+class ThreadPool {
+ public:
+  // fn(begin, end) over disjoint chunks covering [0, n); at most `max_chunks`
+  // chunks (0: one per thread), none smaller than `min_chunk` indices.
+  void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t min_chunk = 1);
+
+  int num_threads() const { return num_threads_; }
+  // Resizes the pool (>= 1). Not to be called while a parallel_for runs.
+  void set_num_threads(int n);
+
+  static ThreadPool& global();
+  ~ThreadPool();
+
+ private:
+  explicit ThreadPool(int num_threads);
+  void start_workers();
+  void stop_workers();
+  void worker_loop(int worker_index);
+
+  int num_threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::mutex call_mutex_;  // one parallel_for at a time; nested calls run inline
+  std::condition_variable wake_, done_;
+  const std::function<void(int64_t, int64_t)>* job_ = nullptr;
+  int64_t job_n_ = 0, job_chunk_ = 0, job_chunks_ = 0;
+  int64_t next_chunk_ = 0, chunks_done_ = 0;
+  uint64_t generation_ = 0;
+  bool stopping_ = false;
+};
+
+}  // namespace tinyfast::cpu
