@@ -169,6 +169,10 @@ void bind_scheduler_config(nb::module_& m) {
       .def_ro("max_num_batched_tokens", &SchedulerConfig::max_num_batched_tokens)
       .def_ro("max_model_len", &SchedulerConfig::max_model_len)
       .def_ro("enable_prefix_caching", &SchedulerConfig::enable_prefix_caching)
+      .def_prop_ro("hash_seed", [](const SchedulerConfig& c) -> std::optional<uint64_t> {
+        if (c.hash_seed_is_random) return std::nullopt;
+        return c.hash_seed;
+      }, "The prefix-hash seed given, or None when a random per-process seed is used.")
       .def("__repr__", [](const SchedulerConfig& c) {
         return "SchedulerConfig(num_blocks=" + std::to_string(c.num_blocks) + ", block_size=" +
                std::to_string(c.block_size) + ", max_num_seqs=" + std::to_string(c.max_num_seqs) +

@@ -25,7 +25,10 @@ void SchedulerConfig::validate() {
                                 std::to_string(num_blocks) + " blocks x " + std::to_string(block_size) + " = " +
                                 std::to_string(pool_tokens) + "); one full-length sequence must always fit");
   if (pool_tokens > INT32_MAX) throw std::invalid_argument("KV pool has more than 2^31 slots; slot ids are int32");
-  if (hash_seed == 0) hash_seed = random_hash_seed();
+  if (hash_seed == 0) {
+    hash_seed = random_hash_seed();
+    hash_seed_is_random = true;
+  }
 }
 
 namespace {

@@ -28,6 +28,7 @@ struct SchedulerConfig {
   int32_t max_model_len = 0;  // 0: num_blocks * block_size
   bool enable_prefix_caching = true;
   uint64_t hash_seed = 0;     // 0: random per process
+  bool hash_seed_is_random = false;  // the seed was drawn, not given (keep it private)
 
   // Fills defaults and throws std::invalid_argument when inconsistent.
   void validate();
