@@ -143,10 +143,17 @@ def parse_gguf_vocab(meta: Mapping[str, Any]) -> GGUFVocab:
     tokens = [str(t) for t in _as_list(tokens)]
     n = len(tokens)
 
+    special_ids = {
+        name: _optional_id(meta, f"tokenizer.ggml.{name}_token_id", n) for name in ("bos", "eos", "unknown", "padding")
+    }
     types_raw = meta.get("tokenizer.ggml.token_type")
     if types_raw is None:
-        # Older files: every token normal except <0xNN> byte tokens of a SentencePiece vocabulary.
+        # Older files: <0xNN> tokens of a SentencePiece vocabulary are bytes, the declared
+        # special tokens are control tokens, the rest is normal.
         types = [BYTE if model == "llama" and _BYTE_TOKEN.fullmatch(t) else NORMAL for t in tokens]
+        for name, i in special_ids.items():
+            if i is not None:
+                types[i] = UNKNOWN if name == "unknown" else CONTROL
     else:
         types = [int(t) for t in _as_list(types_raw)]
         if len(types) != n:
@@ -197,10 +204,10 @@ def parse_gguf_vocab(meta: Mapping[str, Any]) -> GGUFVocab:
         token_types=types,
         scores=scores,
         merges=merges,
-        bos_token_id=_optional_id(meta, "tokenizer.ggml.bos_token_id", n),
-        eos_token_id=_optional_id(meta, "tokenizer.ggml.eos_token_id", n),
-        unk_token_id=_optional_id(meta, "tokenizer.ggml.unknown_token_id", n),
-        pad_token_id=_optional_id(meta, "tokenizer.ggml.padding_token_id", n),
+        bos_token_id=special_ids["bos"],
+        eos_token_id=special_ids["eos"],
+        unk_token_id=special_ids["unknown"],
+        pad_token_id=special_ids["padding"],
         eot_token_ids=eot,
         add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", default_bos)),
         add_eos=bool(meta.get("tokenizer.ggml.add_eos_token", False)),

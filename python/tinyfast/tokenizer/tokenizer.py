@@ -72,7 +72,6 @@ class Tokenizer:
         self.architecture = architecture
         self.chat_template_source = chat_template or builtin_template(architecture)
         self._chat_template: ChatTemplate | None = None
-        self._literal_hf: tokenizers.Tokenizer | None = None
         self._lock = threading.Lock()
         self.eos_token_ids = self._stop_ids(extra_eos_token_ids)
         first = hf.encode("", add_special_tokens=True).ids
@@ -139,7 +138,7 @@ class Tokenizer:
             hf,
             tokens=tokens,
             special_ids=special,
-            pieces=_hf_pieces(json.loads(hf.to_str()).get("decoder"), tokens, added, special),
+            pieces=_hf_pieces(json.loads(hf.decoder.__getstate__()) if hf.decoder else None, tokens, added, special),
             bos_token_id=bos,
             eos_token_id=eos,
             extra_eos_token_ids=extra,
@@ -156,19 +155,21 @@ class Tokenizer:
         a user) are encoded as plain text instead of as the control token."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, not {type(text).__name__}")
-        hf = self.hf if parse_special else self._literal()
-        return hf.encode(text, add_special_tokens=add_special_tokens).ids
+        # One flag on the shared tokenizer switches special-token parsing; the lock keeps a flip
+        # from racing an encode in another thread (copying a 262k-token tokenizer takes seconds).
+        with self._lock:
+            if not parse_special:
+                self.hf.encode_special_tokens = True
+            try:
+                return self.hf.encode(text, add_special_tokens=add_special_tokens).ids
+            finally:
+                if not parse_special:
+                    self.hf.encode_special_tokens = False
 
     def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[int]]:
-        return [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=add_special_tokens)]
-
-    def _literal(self) -> tokenizers.Tokenizer:
         with self._lock:
-            if self._literal_hf is None:
-                clone = tokenizers.Tokenizer.from_str(self.hf.to_str())
-                clone.encode_special_tokens = True
-                self._literal_hf = clone
-            return self._literal_hf
+            encodings = self.hf.encode_batch(list(texts), add_special_tokens=add_special_tokens)
+        return [e.ids for e in encodings]
 
     # --- decoding ------------------------------------------------------------------------------
 
