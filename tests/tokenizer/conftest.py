@@ -56,18 +56,34 @@ class References:
             self.outputs[name] = out = refs / f"{name}-{key}.json"
             if not out.exists():
                 request["models"].append(
-                    {"path": path, "model_type": MODEL_TYPES[name], "out": str(out), "hf_dir": str(refs / f"{name}-{key}-hf")}
+                    {
+                        "path": path,
+                        "model_type": MODEL_TYPES[name],
+                        "out": str(out),
+                        "hf_dir": str(refs / f"{name}-{key}-hf"),
+                    }
                 )
         if not request["models"]:
             return
         req_path = refs / f"request-{os.getpid()}.json"
         req_path.write_text(json.dumps(request, ensure_ascii=False), encoding="utf-8")
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-                   OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+        env = dict(
+            os.environ,
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            TOKENIZERS_PARALLELISM="false",
+            OMP_NUM_THREADS="1",
+            PYTHONWARNINGS="ignore",
+        )
         self.log_path = refs / f"runner-{os.getpid()}.log"
         with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen([sys.executable, str(RUNNER), str(req_path)], stdout=log,
-                                         stderr=subprocess.STDOUT, env=env, cwd=str(HERE))
+            self.proc = subprocess.Popen(
+                [sys.executable, str(RUNNER), str(req_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(HERE),
+            )
 
     def result(self, name: str, timeout: float = 900) -> dict:
         if name in self.skips:

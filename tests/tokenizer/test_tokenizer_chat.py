@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 
 import pytest
-
 from tinyfast.tokenizer import ChatTemplate, ChatTemplateError, builtin_template, validate_messages
 from tinyfast.tokenizer.chat_template import CHATML_TEMPLATE, GEMMA_TEMPLATE
 
@@ -43,7 +42,11 @@ def test_qwen_template_with_tools(qwen_tok):
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"city": "Zürich"}}}]
     messages = [
         {"role": "user", "content": "Weather?"},
-        {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Zürich"}}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Zürich"}}}],
+        },
         {"role": "tool", "content": "sunny"},
     ]
     text = qwen_tok.apply_chat_template(messages, tools=tools)

@@ -8,12 +8,11 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tinyfast.tokenizer import IncrementalDetokenizer, Tokenizer, TokenPieces
+from tinyfast.tokenizer.detokenizer import WindowDetokenizer
 from tokenizer_corpus import CORPUS
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers
-
-from tinyfast.tokenizer import IncrementalDetokenizer, TokenPieces, Tokenizer
-from tinyfast.tokenizer.detokenizer import WindowDetokenizer
 
 
 def stream(tok: Tokenizer, ids: list[int], chunks: list[int], skip: bool, continuation: bool = False) -> list[str]:
@@ -44,7 +43,9 @@ def _ids(tok: Tokenizer):
     n = tok.vocab_size
     byte_ids = [i for i in range(min(n, 1024)) if (tok.id_to_token(i) or "").startswith("<0x")]
     special = sorted(tok.special_ids)[:200] or [0]
-    multibyte = [i for i in range(n - 2000, n) if len(tok.token_bytes(i)) > len(tok.token_bytes(i).decode("utf-8", "replace"))]
+    multibyte = [
+        i for i in range(n - 2000, n) if len(tok.token_bytes(i)) > len(tok.token_bytes(i).decode("utf-8", "replace"))
+    ]
     choices = [st.integers(0, n - 1), st.sampled_from(special)]
     if byte_ids:
         choices.append(st.sampled_from(byte_ids))
@@ -75,7 +76,9 @@ def test_random_ids_stream_qwen(qwen_tok, skip):
     check()
 
 
-_TEXT = st.one_of(st.text(max_size=60), st.sampled_from(CORPUS), st.text(st.sampled_from("日本😀é \n\t<>ab"), max_size=30))
+_TEXT = st.one_of(
+    st.text(max_size=60), st.sampled_from(CORPUS), st.text(st.sampled_from("日本😀é \n\t<>ab"), max_size=30)
+)
 
 
 def test_random_text_stream(real_tok):

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tokenizer_corpus import CODE_PY, CORPUS, PARAGRAPH
-
 from tinyfast.tokenizer import Tokenizer, build_hf_tokenizer, parse_gguf_vocab
 from tinyfast.tokenizer.gguf_tokenizer import BYTE, CONTROL, NORMAL, USER_DEFINED
+from tokenizer_corpus import CODE_PY, CORPUS, PARAGRAPH
 
 # --- the real models ------------------------------------------------------------------------
 
@@ -101,9 +100,18 @@ def _train_sentencepiece(add_dummy_prefix: bool):
     lines = [line for text in CORPUS + [PARAGRAPH] * 3 + [CODE_PY] * 3 for line in text.split("\n") if line.strip()]
     out = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=out, model_type="bpe", vocab_size=800, hard_vocab_limit=False,
-        byte_fallback=True, add_dummy_prefix=add_dummy_prefix, normalization_rule_name="identity",
-        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, character_coverage=0.98, minloglevel=2,
+        sentence_iterator=iter(lines),
+        model_writer=out,
+        model_type="bpe",
+        vocab_size=800,
+        hard_vocab_limit=False,
+        byte_fallback=True,
+        add_dummy_prefix=add_dummy_prefix,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True,
+        character_coverage=0.98,
+        minloglevel=2,
     )
     proto = pb.ModelProto()
     proto.ParseFromString(out.getvalue())
@@ -262,7 +270,9 @@ def test_from_hf_dir_sentencepiece_layout(sentencepiece_pair, tmp_path, decoder)
         hf.decoder = decoders.Sequence([decoders.ByteFallback(), metaspace])
     hf.save(str(tmp_path / "tokenizer.json"))
     (tmp_path / "tokenizer_config.json").write_text(
-        json.dumps({"bos_token": "<s>", "eos_token": {"content": "</s>"}, "add_bos_token": True, "add_eos_token": False})
+        json.dumps(
+            {"bos_token": "<s>", "eos_token": {"content": "</s>"}, "add_bos_token": True, "add_eos_token": False}
+        )
     )
     tok = Tokenizer.from_hf_dir(tmp_path)
     assert tok.bos_token_id == 1 and tok.eos_token_ids == {2} and tok.add_bos

@@ -13,10 +13,9 @@ import shutil
 import unicodedata
 
 import pytest
+from tinyfast.tokenizer import Tokenizer
 from tokenizer_corpus import CONVERSATIONS, CORPUS
 from tokenizer_models import AGREEMENT
-
-from tinyfast.tokenizer import Tokenizer
 
 REFERENCES = ["transformers", "llama_cpp"]
 

@@ -86,7 +86,7 @@ CORPUS: list[str] = [
     "<bos>text<eos> and <pad><unk>",
     "<|endoftext|>after end",
     "<table><tr><td>1</td><td>two</td></tr></table> <b>bold</b> <s>strike</s>",
-    "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>",
+    '<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>',
     "almost special: <start_of_turn <|im_end| <<|im_end|>> [multimodal]",
     "<|fim_prefix|>def f(<|fim_suffix|>):\n    pass<|fim_middle|>",
 ]
@@ -102,7 +102,7 @@ CONVERSATIONS = [
     ],
     [
         {"role": "user", "content": "Write hello world in C.\n"},
-        {"role": "assistant", "content": "```c\nint main(){puts(\"hello world\");}\n```"},
+        {"role": "assistant", "content": '```c\nint main(){puts("hello world");}\n```'},
         {"role": "user", "content": "Now in Python — with émojis 😀"},
     ],
 ]

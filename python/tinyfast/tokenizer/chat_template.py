@@ -8,10 +8,10 @@ Templates come from model files, so they run in Jinja's immutable sandbox.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import jinja2
 from jinja2.ext import loopcontrols
@@ -84,7 +84,9 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
-def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None, sort_keys: bool = False) -> str:
+def _tojson(
+    value: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None, sort_keys: bool = False
+) -> str:
     # transformers' filter: no ASCII escaping, unlike Jinja's built-in HTML-safe tojson.
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
@@ -108,7 +110,9 @@ def validate_messages(messages: Any) -> list[dict[str, Any]]:
     that carries `tool_calls` may have no content.
     """
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
-        raise ValueError(f"messages must be a list of {{'role': ..., 'content': ...}} dicts, not {type(messages).__name__}")
+        raise ValueError(
+            f"messages must be a list of {{'role': ..., 'content': ...}} dicts, not {type(messages).__name__}"
+        )
     out = []
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping):
@@ -117,9 +121,9 @@ def validate_messages(messages: Any) -> list[dict[str, Any]]:
         if role not in ROLES:
             raise ValueError(f"message {i} has role {role!r}; expected one of {', '.join(ROLES)}")
         content = message.get("content")
-        if not isinstance(content, str):
-            if not (role == "assistant" and message.get("tool_calls") and content is None):
-                raise ValueError(f"message {i} ({role}) must have string content, not {type(content).__name__}")
+        tool_call_only = role == "assistant" and message.get("tool_calls") and content is None
+        if not isinstance(content, str) and not tool_call_only:
+            raise ValueError(f"message {i} ({role}) must have string content, not {type(content).__name__}")
         out.append(dict(message))
     if not out:
         raise ValueError("messages is empty: a conversation needs at least one message")
@@ -153,7 +157,3 @@ class ChatTemplate:
             )
         except (jinja2.TemplateError, TypeError) as e:  # TypeError: e.g. str + None inside the template
             raise ChatTemplateError(f"chat template: {e}") from e
-
-    def uses(self, text: str) -> bool:
-        """Whether the template source mentions `text` (e.g. an end-of-turn token)."""
-        return text in self.source

@@ -10,13 +10,18 @@ Because of that, streaming is exact by construction: an incremental UTF-8 decode
 incomplete character (say the first two of four bytes of an emoji sent as byte tokens) until it is
 complete, each step costs only the new tokens, and the pieces a stream emits concatenate to
 `decode(all_ids)`.
+
+On valid text this equals the decode of `tokenizers` and llama.cpp. On invalid byte sequences
+(random ids) it follows Python/Unicode "maximal subpart" replacement; `tokenizers`' ByteFallback
+decoder instead writes one U+FFFD per byte token of a bad run, which a stream could only match by
+holding back every run of byte tokens.
 """
 
 from __future__ import annotations
 
 import codecs
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 SPM_SPACE = "\u2581"
 
@@ -58,7 +63,7 @@ class TokenPieces:
         return text
 
     @classmethod
-    def build(cls, pieces: list[bytes], special: Iterable[int], strip_leading_space: bool) -> "TokenPieces":
+    def build(cls, pieces: list[bytes], special: Iterable[int], strip_leading_space: bool) -> TokenPieces:
         without = list(pieces)
         for i in special:
             without[i] = b""

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import tokenizers
 from tokenizers import processors
@@ -80,7 +81,7 @@ class Tokenizer:
     # --- construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_gguf_metadata(cls, meta: Mapping[str, Any]) -> "Tokenizer":
+    def from_gguf_metadata(cls, meta: Mapping[str, Any]) -> Tokenizer:
         """From a GGUF file's metadata mapping (`tokenizer.ggml.*`, `tokenizer.chat_template`,
         `general.architecture`)."""
         vocab = parse_gguf_vocab(meta)
@@ -100,7 +101,7 @@ class Tokenizer:
         )
 
     @classmethod
-    def from_hf_dir(cls, path: str | Path) -> "Tokenizer":
+    def from_hf_dir(cls, path: str | Path) -> Tokenizer:
         """From a HuggingFace checkpoint directory: tokenizer.json, tokenizer_config.json and,
         when present, chat_template.jinja, generation_config.json and config.json."""
         path = Path(path)
@@ -127,8 +128,9 @@ class Tokenizer:
         bos, eos = token_id(config.get("bos_token")), token_id(config.get("eos_token"))
         pad = token_id(config.get("pad_token"))
         if "add_bos_token" in config or "add_eos_token" in config:
-            _set_post_processor(hf, tokens, bos if config.get("add_bos_token") else None,
-                                eos if config.get("add_eos_token") else None)
+            _set_post_processor(
+                hf, tokens, bos if config.get("add_bos_token") else None, eos if config.get("add_eos_token") else None
+            )
 
         extra = generation.get("eos_token_id", [])
         extra = [extra] if isinstance(extra, int) else list(extra)
@@ -215,7 +217,7 @@ class Tokenizer:
                 raise ValueError(
                     f"this model has no chat template and none is built in for architecture {self.architecture!r}"
                 )
-            name = lambda i: self._tokens[i] if i is not None and self._tokens[i] is not None else ""  # noqa: E731
+            name = lambda i: self._tokens[i] if i is not None and self._tokens[i] is not None else ""
             self._chat_template = ChatTemplate(
                 self.chat_template_source, bos_token=name(self.bos_token_id), eos_token=name(self.eos_token_id)
             )
@@ -299,7 +301,8 @@ def _hf_pieces(
             return None
         strip = any(s.get("type") == "Strip" and s.get("content") == " " and s.get("start", 0) >= 1 for s in steps)
         strip |= any(
-            s.get("type") == "Metaspace" and s.get("prepend_scheme", "always" if s.get("add_prefix_space") else "never") != "never"
+            s.get("type") == "Metaspace"
+            and s.get("prepend_scheme", "always" if s.get("add_prefix_space") else "never") != "never"
             for s in steps
         )
         byte_fallback = "ByteFallback" in kinds
@@ -316,9 +319,15 @@ def _hf_pieces(
 def _set_post_processor(hf: tokenizers.Tokenizer, tokens: list[str | None], bos: int | None, eos: int | None) -> None:
     head = [tokens[bos]] if bos is not None else []
     tail = [tokens[eos]] if eos is not None else []
-    specials = {t: i for t, i in ((tokens[bos] if bos is not None else None, bos), (tokens[eos] if eos is not None else None, eos)) if t}
+    specials = {
+        t: i
+        for t, i in ((tokens[bos] if bos is not None else None, bos), (tokens[eos] if eos is not None else None, eos))
+        if t
+    }
     hf.post_processor = processors.TemplateProcessing(
-        single=[*head, "$A", *tail], pair=[*head, "$A", *tail, *head, "$B:1", *tail], special_tokens=list(specials.items())
+        single=[*head, "$A", *tail],
+        pair=[*head, "$A", *tail, *head, "$B:1", *tail],
+        special_tokens=list(specials.items()),
     )
 
 
