@@ -199,6 +199,7 @@ class Parser {
   File file_;
   uint64_t tensor_count_ = 0;
   uint64_t array_elements_ = 0;  // across the whole file
+  uint64_t nested_arrays_ = 0;
 
   void read_header() {
     in_.need(4, "magic");
@@ -345,6 +346,9 @@ class Parser {
           return "string element " + std::to_string(k) + " of key " + quoted(key);
         }));
     } else {
+      nested_arrays_ += v.length;
+      if (nested_arrays_ > Limits::kMaxNestedArrays)
+        fail(len_at, "metadata holds more than " + std::to_string(Limits::kMaxNestedArrays) + " nested arrays");
       v.items.resize(n);
       for (size_t k = 0; k < n; ++k) read_value(ValueType::Array, key, depth + 1, v.items[k]);
     }

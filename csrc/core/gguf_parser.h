@@ -40,6 +40,9 @@ struct Limits {
   // that per-element objects (std::string, Python str) can cost.
   static constexpr uint64_t kMaxTotalArrayElements = 1u << 24;
   static constexpr int kMaxArrayDepth = 2;                   // an array of arrays, no deeper
+  // Inner arrays cost a whole Value each (~150 B for >= 12 B of file); no
+  // known model uses them, so they get a small budget of their own.
+  static constexpr uint64_t kMaxNestedArrays = 1u << 16;
   static constexpr uint32_t kMaxDims = 4;                    // GGML_MAX_DIMS
   static constexpr uint32_t kDefaultAlignment = 32;
   static constexpr int64_t kMaxBlockCount = 1024;            // <arch>.block_count

@@ -479,6 +479,12 @@ MALFORMED = {
         ["array under key 'x.deep' nests deeper than 2 levels"],
         None,
     ),
+    "nested_arrays_cap": (
+        lambda: _with_raw("x.many", struct.pack("<IIQ", ARRAY, ARRAY, (1 << 16) + 1)
+                          + struct.pack("<IQ", UINT8, 0) * ((1 << 16) + 1)),
+        ["metadata holds more than 65536 nested arrays"],
+        None,
+    ),
     "tokens_nested": (
         lambda: _replace_kv("tokenizer.ggml.tokens", ARRAY, (ARRAY, [(STRING, ["a"])])),
         ["key 'tokenizer.ggml.tokens' must be array[string], found array[array[string]]"],
