@@ -33,8 +33,8 @@ struct InvariantError : std::logic_error {
 // when the problem is not tied to one place.
 struct ModelFormatError : std::invalid_argument {
   static constexpr uint64_t kNoOffset = UINT64_MAX;
-  ModelFormatError(const std::string& what, uint64_t offset = kNoOffset)
-      : std::invalid_argument(what), offset(offset) {}
+  explicit ModelFormatError(const std::string& what, uint64_t at = kNoOffset)
+      : std::invalid_argument(what), offset(at) {}
   uint64_t offset;
 };
 

@@ -198,6 +198,7 @@ class Parser {
   Cursor in_;
   File file_;
   uint64_t tensor_count_ = 0;
+  uint64_t kv_count_ = 0;
   uint64_t array_elements_ = 0;  // across the whole file
   uint64_t nested_arrays_ = 0;
 
@@ -227,7 +228,7 @@ class Parser {
     // a tensor info is >= 8 (name length) + 1 + 4 (n_dims) + 8 (one dim) + 4 + 8 bytes,
     // a key-value >= 8 (key length) + 1 + 4 (type) + 1 (a uint8 value).
     constexpr uint64_t kMinTensorInfo = 33, kMinKeyValue = 14;
-    uint64_t at_count = in_.pos();
+    const uint64_t at_count = in_.pos();
     tensor_count_ = in_.read<uint64_t>("tensor_count");
     const uint64_t at_kv = in_.pos();
     const auto kv_count = in_.read<uint64_t>("kv_count");
@@ -246,7 +247,6 @@ class Parser {
     file_.metadata.reserve(static_cast<size_t>(kv_count));
     kv_count_ = kv_count;
   }
-  uint64_t kv_count_ = 0;
 
   void read_metadata() {
     std::unordered_set<std::string> seen;

