@@ -18,6 +18,7 @@
 
 #include <cmath>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "cpu/qmatmul_internal.h"
@@ -41,33 +42,13 @@ inline __m256i dot_u8_i8(__m256i u, __m256i s) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
-// int32 v added to lane 0 only: folds a per-block integer offset into the lane sums.
-inline __m256i add_lane0(__m256i p, int32_t v) { return _mm256_add_epi32(p, _mm256_setr_epi32(v, 0, 0, 0, 0, 0, 0, 0)); }
-
 inline const uint8_t* act_row(const uint8_t* acts, int64_t stride, int m) { return acts + m * stride; }
 
 // ------------------------------------------------------------ Q4_0, Q5_0, Q8_0
-// x = d*(q - c): sum_i (q_i - c) a_i = sum_i q_i a_i - c*qsum, exact in int32.
-
-template <int MT>
-void dot_q4_0(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t nb, float* out, int ldo) {
-  const auto* w = reinterpret_cast<const block_q4_0*>(wrow);
-  __m256 acc[MT];
-  for (int m = 0; m < MT; ++m) acc[m] = _mm256_setzero_ps();
-  const __m256i nib = _mm256_set1_epi8(15);
-  for (int64_t b = 0; b < nb; ++b) {
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].qs));
-    // low lane: elements 0..15 (low nibbles), high lane: 16..31 (high nibbles)
-    const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), nib);
-    const float dw = f16(w[b].d);
-    for (int m = 0; m < MT; ++m) {
-      const auto& a = reinterpret_cast<const block_q8_0a*>(act_row(acts, stride, m))[b];
-      const __m256i p = add_lane0(dot_u8_i8(q, loadu(a.qs)), -8 * a.qsum);
-      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * a.d), acc[m]);
-    }
-  }
-  for (int m = 0; m < MT; ++m) out[m * ldo] = hsum(acc[m]);
-}
+// x = d*(q - c): codes are centred (q - c as int8) and multiplied with the sign
+// trick. Blocks are taken in pairs whose two products are combined before the
+// single add into the accumulator: one add per two blocks on the dependency
+// chain instead of an FMA per block (which made these kernels latency-bound).
 
 // The 32 high bits of a Q5_0 block as bytes: 0x10 where bit j of qh is set.
 inline __m256i q5_high_bits(const uint8_t* qh4) {
@@ -82,39 +63,60 @@ inline __m256i q5_high_bits(const uint8_t* qh4) {
   return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
 }
 
-template <int MT>
-void dot_q5_0(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t nb, float* out, int ldo) {
-  const auto* w = reinterpret_cast<const block_q5_0*>(wrow);
-  __m256 acc[MT];
-  for (int m = 0; m < MT; ++m) acc[m] = _mm256_setzero_ps();
-  const __m256i nib = _mm256_set1_epi8(15);
-  for (int64_t b = 0; b < nb; ++b) {
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].qs));
-    const __m256i lo = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), nib);
-    const __m256i q = _mm256_or_si256(lo, q5_high_bits(w[b].qh));
-    const float dw = f16(w[b].d);
-    for (int m = 0; m < MT; ++m) {
-      const auto& a = reinterpret_cast<const block_q8_0a*>(act_row(acts, stride, m))[b];
-      const __m256i p = add_lane0(dot_u8_i8(q, loadu(a.qs)), -16 * a.qsum);
-      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * a.d), acc[m]);
-    }
-  }
-  for (int m = 0; m < MT; ++m) out[m * ldo] = hsum(acc[m]);
+// A decoded weight block: signed codes q, |q|, and the fp32 scale.
+struct Dec32 {
+  __m256i q, aq;
+  float d;
+};
+
+// Elements 0..15 from the low nibbles (low lane), 16..31 from the high nibbles.
+inline __m256i nibbles_32(const uint8_t* qs) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(15));
 }
 
-template <int MT>
-void dot_q8_0(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t nb, float* out, int ldo) {
-  const auto* w = reinterpret_cast<const block_q8_0*>(wrow);
+inline Dec32 centred(__m256i q, uint16_t d) { return {q, _mm256_sign_epi8(q, q), f16(d)}; }
+
+struct Q4_0Ops {
+  using Block = block_q4_0;
+  static Dec32 decode(const Block& b) { return centred(_mm256_sub_epi8(nibbles_32(b.qs), _mm256_set1_epi8(8)), b.d); }
+};
+struct Q5_0Ops {
+  using Block = block_q5_0;
+  static Dec32 decode(const Block& b) {
+    const __m256i q = _mm256_or_si256(nibbles_32(b.qs), q5_high_bits(b.qh));
+    return centred(_mm256_sub_epi8(q, _mm256_set1_epi8(16)), b.d);
+  }
+};
+struct Q8_0Ops {
+  using Block = block_q8_0;
+  static Dec32 decode(const Block& b) { return centred(loadu(b.qs), b.d); }  // |-128| reads as 128 unsigned
+};
+
+inline __m256 block_product(const Dec32& w, const block_q8_0a& a) {
+  return _mm256_cvtepi32_ps(dot_u8_i8(w.aq, _mm256_sign_epi8(loadu(a.qs), w.q)));
+}
+
+template <class Ops, int MT>
+void dot_legacy(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t nb, float* out, int ldo) {
+  const auto* w = reinterpret_cast<const typename Ops::Block*>(wrow);
   __m256 acc[MT];
   for (int m = 0; m < MT; ++m) acc[m] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b) {
-    const __m256i q = loadu(w[b].qs);
-    const __m256i aq = _mm256_sign_epi8(q, q);  // |q|; |-128| reads as 128 unsigned
-    const float dw = f16(w[b].d);
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    const Dec32 w0 = Ops::decode(w[b]), w1 = Ops::decode(w[b + 1]);
     for (int m = 0; m < MT; ++m) {
-      const auto& a = reinterpret_cast<const block_q8_0a*>(act_row(acts, stride, m))[b];
-      const __m256i p = dot_u8_i8(aq, _mm256_sign_epi8(loadu(a.qs), q));
-      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * a.d), acc[m]);
+      const auto* a = reinterpret_cast<const block_q8_0a*>(act_row(acts, stride, m)) + b;
+      const __m256 v0 = _mm256_mul_ps(block_product(w0, a[0]), _mm256_set1_ps(w0.d * a[0].d));
+      const __m256 v = _mm256_fmadd_ps(block_product(w1, a[1]), _mm256_set1_ps(w1.d * a[1].d), v0);
+      acc[m] = _mm256_add_ps(acc[m], v);
+    }
+  }
+  if (b < nb) {
+    const Dec32 w0 = Ops::decode(w[b]);
+    for (int m = 0; m < MT; ++m) {
+      const auto* a = reinterpret_cast<const block_q8_0a*>(act_row(acts, stride, m)) + b;
+      acc[m] = _mm256_fmadd_ps(block_product(w0, a[0]), _mm256_set1_ps(w0.d * a[0].d), acc[m]);
     }
   }
   for (int m = 0; m < MT; ++m) out[m * ldo] = hsum(acc[m]);
@@ -238,11 +240,16 @@ inline float bias_dot(const float* biases, const float* gsum, int64_t ng) {
   return s;
 }
 
+// Group index of a 64-element chunk (gs >= 64) or 32-element block, by shift:
+// an integer division per chunk costs more than the chunk's arithmetic.
+inline int log2_small(int v) { return v >= 4 ? 2 : v >= 2 ? 1 : 0; }
+
 template <int MT>
 void dot_affine4(const QWeightView& w, const uint8_t* wrow, const float* sf, const float* bf, const uint8_t* acts,
                  int64_t stride, float* out, int ldo) {
   const int64_t k = w.k, nfull = k / 64;
   const int gs = w.group_size;
+  const int cshift = log2_small(gs / 64);  // gs 64 -> 0, 128 -> 1 (unused for gs 32)
   const AffineActs lay(k, gs);
   __m256 acc[MT];
   for (int m = 0; m < MT; ++m) acc[m] = _mm256_setzero_ps();
@@ -252,7 +259,7 @@ void dot_affine4(const QWeightView& w, const uint8_t* wrow, const float* sf, con
     const __m256i lo = _mm256_and_si256(q, nib);                        // elements 64c + 2j
     const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), nib);  // elements 64c + 2j + 1
     const __m256 s = gs == 32 ? _mm256_set_m128(_mm_set1_ps(sf[2 * c + 1]), _mm_set1_ps(sf[2 * c]))
-                              : _mm256_set1_ps(sf[64 * c / gs]);
+                              : _mm256_set1_ps(sf[c >> cshift]);
     for (int m = 0; m < MT; ++m) {
       const uint8_t* a = act_row(acts, stride, m);
       const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, loadu(a + 64 * c)),
@@ -269,8 +276,9 @@ void dot_affine4(const QWeightView& w, const uint8_t* wrow, const float* sf, con
     const __m256 s = _mm256_set1_ps(sf[64 * c / gs]);
     for (int m = 0; m < MT; ++m) {
       const uint8_t* a = act_row(acts, stride, m);
-      const __m128i p16 = _mm_add_epi16(_mm_maddubs_epi16(lo, _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + 64 * c))),
-                                        _mm_maddubs_epi16(hi, _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + 64 * c + 16))));
+      const __m128i p16 = _mm_add_epi16(
+          _mm_maddubs_epi16(lo, _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + 64 * c))),
+          _mm_maddubs_epi16(hi, _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + 64 * c + 16))));
       const __m128i p = _mm_madd_epi16(p16, _mm_set1_epi16(1));
       const __m256 dl = _mm256_load_ps(reinterpret_cast<const float*>(a + lay.off_dl) + 8 * c);  // lanes 4-7 are 0
       acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(_mm_setzero_si128(), p)), _mm256_mul_ps(dl, s),
@@ -284,26 +292,42 @@ void dot_affine4(const QWeightView& w, const uint8_t* wrow, const float* sf, con
   }
 }
 
+// Codes are used as q - 128 (int8, sign trick); the 128*scale that removes
+// from each group is folded into the bias by tile_affine<8> (bf = bias + 128*scale).
 template <int MT>
 void dot_affine8(const QWeightView& w, const uint8_t* wrow, const float* sf, const float* bf, const uint8_t* acts,
                  int64_t stride, float* out, int ldo) {
   const int64_t k = w.k;
   const int gs = w.group_size;
+  const int bshift = log2_small(gs / 32);
   const AffineActs lay(k, gs);
   __m256 acc[MT];
   for (int m = 0; m < MT; ++m) acc[m] = _mm256_setzero_ps();
   const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
-  for (int64_t b = 0; b < k / 32; ++b) {
+  auto decode = [&](int64_t b) {
     const __m256i q = _mm256_xor_si256(loadu(wrow + 32 * b), flip);  // q - 128 as int8
-    const __m256i aq = _mm256_sign_epi8(q, q);
-    const float s = sf[32 * b / gs];
+    return Dec32{q, _mm256_sign_epi8(q, q), sf[b >> bshift]};
+  };
+  auto product = [&](const Dec32& wd, const uint8_t* a, int64_t b) {
+    const __m256 p = _mm256_cvtepi32_ps(dot_u8_i8(wd.aq, _mm256_sign_epi8(loadu(a + 32 * b), wd.q)));
+    return std::pair{p, _mm256_set1_ps(wd.d * reinterpret_cast<const float*>(a + lay.off_d)[b])};
+  };
+  const int64_t nb = k / 32;
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {  // pairs, as in dot_legacy
+    const Dec32 w0 = decode(b), w1 = decode(b + 1);
     for (int m = 0; m < MT; ++m) {
       const uint8_t* a = act_row(acts, stride, m);
-      const float da = reinterpret_cast<const float*>(a + lay.off_d)[b];
-      const int32_t qsum = reinterpret_cast<const int32_t*>(a + lay.off_qsum)[b];
-      // sum q a = sum (q - 128) a + 128 * qsum
-      const __m256i p = add_lane0(dot_u8_i8(aq, _mm256_sign_epi8(loadu(a + 32 * b), q)), qsum * 128);
-      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s * da), acc[m]);
+      const auto [p0, s0] = product(w0, a, b);
+      const auto [p1, s1] = product(w1, a, b + 1);
+      acc[m] = _mm256_add_ps(acc[m], _mm256_fmadd_ps(p1, s1, _mm256_mul_ps(p0, s0)));
+    }
+  }
+  if (b < nb) {
+    const Dec32 w0 = decode(b);
+    for (int m = 0; m < MT; ++m) {
+      const auto [p0, s0] = product(w0, act_row(acts, stride, m), b);
+      acc[m] = _mm256_fmadd_ps(p0, s0, acc[m]);
     }
   }
   const int64_t ng = k / gs;
@@ -317,9 +341,9 @@ void dot_affine8(const QWeightView& w, const uint8_t* wrow, const float* sf, con
 
 template <QType T, int MT>
 void gguf_dot(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t nb, float* out, int ldo) {
-  if constexpr (T == QType::Q4_0) dot_q4_0<MT>(wrow, acts, stride, nb, out, ldo);
-  else if constexpr (T == QType::Q5_0) dot_q5_0<MT>(wrow, acts, stride, nb, out, ldo);
-  else if constexpr (T == QType::Q8_0) dot_q8_0<MT>(wrow, acts, stride, nb, out, ldo);
+  if constexpr (T == QType::Q4_0) dot_legacy<Q4_0Ops, MT>(wrow, acts, stride, nb, out, ldo);
+  else if constexpr (T == QType::Q5_0) dot_legacy<Q5_0Ops, MT>(wrow, acts, stride, nb, out, ldo);
+  else if constexpr (T == QType::Q8_0) dot_legacy<Q8_0Ops, MT>(wrow, acts, stride, nb, out, ldo);
   else if constexpr (T == QType::Q4_K) dot_q4_k<MT>(wrow, acts, stride, nb, out, ldo);
   else dot_q6_k<MT>(wrow, acts, stride, nb, out, ldo);
 }
@@ -376,6 +400,9 @@ void tile_affine(const QWeightView& w, const uint8_t* acts, int64_t stride, int6
     const int64_t n = n0 + j;
     row_to_f32(w.scales, w.scale_type, n * ng, ng, sf);
     row_to_f32(w.biases, w.scale_type, n * ng, ng, bf);
+    if constexpr (Bits == 8) {
+      for (int64_t g = 0; g < ng; ++g) bf[g] += 128.0f * sf[g];
+    }
     const uint8_t* wrow = w.data + n * rb;
     auto run = [&](auto mt) {
       constexpr int MT = decltype(mt)::value;
