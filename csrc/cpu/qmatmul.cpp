@@ -3,6 +3,7 @@
 #include "cpu/qmatmul.h"
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cstdlib>
 #include <memory>
@@ -185,27 +186,30 @@ void qmatmul(const QWeightView& w, const void* x, FType x_type, int64_t m_rows, 
   const int64_t rb = w.row_bytes();
   const int64_t nt_rows = std::clamp<int64_t>((128 * 1024) / std::max<int64_t>(1, rb), 1, 64);
   const int64_t n_tiles = (w.n + nt_rows - 1) / nt_rows;
-  // Chunks of at least ~64 KB of weights x rows of x: waking a thread costs more than that.
-  const int64_t tile_work = nt_rows * rb * std::max<int64_t>(1, m_rows);
-  const int64_t min_tiles = std::max<int64_t>(1, (64 * 1024) / std::max<int64_t>(1, tile_work));
+  // One worker per ~64 KB of weights x rows of x (waking a thread costs more
+  // than that), at most one per thread.
+  const int64_t work = w.n * rb * m_rows;
+  const int64_t workers = std::clamp<int64_t>(work / (64 * 1024), 1, std::min<int64_t>(n_tiles, 1 << 20));
   const TileFn tile = kern.tile[static_cast<int>(w.type)];
   const uint8_t* act_base = acts.get();
 
-  ThreadPool::global().parallel_for(
-      n_tiles,
-      [&](int64_t t0, int64_t t1) {
-        float res[kMaxTileM * 64];
-        for (int64_t t = t0; t < t1; ++t) {
-          const int64_t n0 = t * nt_rows;
-          const int nn = static_cast<int>(std::min(nt_rows, w.n - n0));
-          for (int64_t m0 = 0; m0 < m_rows; m0 += kMaxTileM) {
-            const int mm = static_cast<int>(std::min<int64_t>(kMaxTileM, m_rows - m0));
-            tile(w, act_base + m0 * stride, stride, n0, nn, mm, res);
-            store(res, mm, nn, y, y_type, w.n, m0, n0);
-          }
-        }
-      },
-      min_tiles);
+  // Tiles are handed out dynamically: on a shared machine a descheduled
+  // worker must not leave the others idle. Which thread computes a tile does
+  // not change its result.
+  std::atomic<int64_t> next_tile{0};
+  ThreadPool::global().parallel_for(workers, [&](int64_t, int64_t) {
+    float res[kMaxTileM * 64];
+    for (int64_t t = next_tile.fetch_add(1, std::memory_order_relaxed); t < n_tiles;
+         t = next_tile.fetch_add(1, std::memory_order_relaxed)) {
+      const int64_t n0 = t * nt_rows;
+      const int nn = static_cast<int>(std::min(nt_rows, w.n - n0));
+      for (int64_t m0 = 0; m0 < m_rows; m0 += kMaxTileM) {
+        const int mm = static_cast<int>(std::min<int64_t>(kMaxTileM, m_rows - m0));
+        tile(w, act_base + m0 * stride, stride, n0, nn, mm, res);
+        store(res, mm, nn, y, y_type, w.n, m0, n0);
+      }
+    }
+  });
 }
 
 // --------------------------------------------------------------- dequantize

@@ -50,7 +50,7 @@ inline const uint8_t* act_row(const uint8_t* acts, int64_t stride, int m) { retu
 // single add into the accumulator: one add per two blocks on the dependency
 // chain instead of an FMA per block (which made these kernels latency-bound).
 
-// The 32 high bits of a Q5_0 block as bytes: 0x10 where bit j of qh is set.
+// The 32 high bits of a Q5_0 block as a byte mask: 0xFF where bit j of qh is set.
 inline __m256i q5_high_bits(const uint8_t* qh4) {
   uint32_t qh;
   std::memcpy(&qh, qh4, 4);
@@ -59,23 +59,27 @@ inline __m256i q5_high_bits(const uint8_t* qh4) {
       _mm256_set1_epi32(static_cast<int32_t>(qh)),
       _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
   const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
-  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
-  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+  return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
 }
 
-// A decoded weight block: signed codes q, |q|, and the fp32 scale.
+// A decoded weight block: signed codes q, |q|, and the fp32 scale in all lanes.
 struct Dec32 {
   __m256i q, aq;
-  float d;
+  __m256 d;
 };
 
-// Elements 0..15 from the low nibbles (low lane), 16..31 from the high nibbles.
+// fp16 scale -> 8 fp32 lanes (broadcast half, one conversion).
+inline __m256 f16x8(uint16_t h) { return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<int16_t>(h))); }
+
+// Elements 0..15 from the low nibbles (low lane), 16..31 from the high nibbles:
+// the 16 bytes are broadcast to both lanes by the load itself and the high
+// lane's dwords shifted by 4, so no lane insert is needed.
 inline __m256i nibbles_32(const uint8_t* qs) {
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(15));
+  const __m256i raw = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
+  return _mm256_and_si256(_mm256_srlv_epi32(raw, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(15));
 }
 
-inline Dec32 centred(__m256i q, uint16_t d) { return {q, _mm256_sign_epi8(q, q), f16(d)}; }
+inline Dec32 centred(__m256i q, uint16_t d) { return {q, _mm256_sign_epi8(q, q), f16x8(d)}; }
 
 struct Q4_0Ops {
   using Block = block_q4_0;
@@ -83,9 +87,10 @@ struct Q4_0Ops {
 };
 struct Q5_0Ops {
   using Block = block_q5_0;
+  // q - 16 = lo - 16 where the fifth bit is clear, lo where it is set.
   static Dec32 decode(const Block& b) {
-    const __m256i q = _mm256_or_si256(nibbles_32(b.qs), q5_high_bits(b.qh));
-    return centred(_mm256_sub_epi8(q, _mm256_set1_epi8(16)), b.d);
+    const __m256i clear_bit = _mm256_andnot_si256(q5_high_bits(b.qh), _mm256_set1_epi8(-16));
+    return centred(_mm256_add_epi8(nibbles_32(b.qs), clear_bit), b.d);
   }
 };
 struct Q8_0Ops {
@@ -97,6 +102,8 @@ inline __m256 block_product(const Dec32& w, const block_q8_0a& a) {
   return _mm256_cvtepi32_ps(dot_u8_i8(w.aq, _mm256_sign_epi8(loadu(a.qs), w.q)));
 }
 
+inline __m256 block_scale(const Dec32& w, const block_q8_0a& a) { return _mm256_mul_ps(w.d, _mm256_broadcast_ss(&a.d)); }
+
 template <class Ops, int MT>
 void dot_legacy(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t nb, float* out, int ldo) {
   const auto* w = reinterpret_cast<const typename Ops::Block*>(wrow);
@@ -107,8 +114,8 @@ void dot_legacy(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_
     const Dec32 w0 = Ops::decode(w[b]), w1 = Ops::decode(w[b + 1]);
     for (int m = 0; m < MT; ++m) {
       const auto* a = reinterpret_cast<const block_q8_0a*>(act_row(acts, stride, m)) + b;
-      const __m256 v0 = _mm256_mul_ps(block_product(w0, a[0]), _mm256_set1_ps(w0.d * a[0].d));
-      const __m256 v = _mm256_fmadd_ps(block_product(w1, a[1]), _mm256_set1_ps(w1.d * a[1].d), v0);
+      const __m256 v0 = _mm256_mul_ps(block_product(w0, a[0]), block_scale(w0, a[0]));
+      const __m256 v = _mm256_fmadd_ps(block_product(w1, a[1]), block_scale(w1, a[1]), v0);
       acc[m] = _mm256_add_ps(acc[m], v);
     }
   }
@@ -116,7 +123,7 @@ void dot_legacy(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_
     const Dec32 w0 = Ops::decode(w[b]);
     for (int m = 0; m < MT; ++m) {
       const auto* a = reinterpret_cast<const block_q8_0a*>(act_row(acts, stride, m)) + b;
-      acc[m] = _mm256_fmadd_ps(block_product(w0, a[0]), _mm256_set1_ps(w0.d * a[0].d), acc[m]);
+      acc[m] = _mm256_fmadd_ps(block_product(w0, a[0]), block_scale(w0, a[0]), acc[m]);
     }
   }
   for (int m = 0; m < MT; ++m) out[m * ldo] = hsum(acc[m]);
@@ -306,11 +313,11 @@ void dot_affine8(const QWeightView& w, const uint8_t* wrow, const float* sf, con
   const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
   auto decode = [&](int64_t b) {
     const __m256i q = _mm256_xor_si256(loadu(wrow + 32 * b), flip);  // q - 128 as int8
-    return Dec32{q, _mm256_sign_epi8(q, q), sf[b >> bshift]};
+    return Dec32{q, _mm256_sign_epi8(q, q), _mm256_broadcast_ss(sf + (b >> bshift))};
   };
   auto product = [&](const Dec32& wd, const uint8_t* a, int64_t b) {
     const __m256 p = _mm256_cvtepi32_ps(dot_u8_i8(wd.aq, _mm256_sign_epi8(loadu(a + 32 * b), wd.q)));
-    return std::pair{p, _mm256_set1_ps(wd.d * reinterpret_cast<const float*>(a + lay.off_d)[b])};
+    return std::pair{p, _mm256_mul_ps(wd.d, _mm256_broadcast_ss(reinterpret_cast<const float*>(a + lay.off_d) + b))};
   };
   const int64_t nb = k / 32;
   int64_t b = 0;
