@@ -5,8 +5,6 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
-#include <cstdlib>
-#include <memory>
 
 #include "cpu/cpu_features.h"
 #include "cpu/qmatmul_internal.h"
@@ -27,16 +25,6 @@ constexpr QTypeInfo kInfo[kNumQTypes] = {
     {"q6_k", 256, sizeof(block_q6_K), 256},
     {"affine4", 32, 16, 32},                {"affine8", 32, 32, 32},
 };
-
-struct AlignedFree {
-  void operator()(uint8_t* p) const { std::free(p); }
-};
-using AlignedBuffer = std::unique_ptr<uint8_t[], AlignedFree>;
-
-AlignedBuffer aligned_buffer(size_t bytes) {
-  bytes = std::max<size_t>(64, (bytes + 63) / 64 * 64);
-  return AlignedBuffer(static_cast<uint8_t*>(std::aligned_alloc(64, bytes)));
-}
 
 const IsaKernels& kernels_for(KernelLevel level) {
   if (level == KernelLevel::AVX2) {
@@ -111,9 +99,16 @@ void quantize_rows(const QWeightView& w, const IsaKernels& kern, const void* x, 
   ThreadPool::global().parallel_for(
       m_rows,
       [&](int64_t r0, int64_t r1) {
-        std::vector<float> xf(k), d(k / 32);
-        std::vector<int8_t> qs(k);
-        std::vector<int16_t> s16(k / 16);
+        // grow-only per-thread scratch: no allocation per call in steady state
+        thread_local std::vector<float> xf, d;
+        thread_local std::vector<int8_t> qs;
+        thread_local std::vector<int16_t> s16;
+        if (xf.size() < static_cast<size_t>(k)) {
+          xf.resize(k);
+          d.resize(k / 32);
+          qs.resize(k);
+          s16.resize(k / 16);
+        }
         for (int64_t r = r0; r < r1; ++r) {
           const void* xr = static_cast<const uint8_t*>(x) + r * k * static_cast<int64_t>(x_item);
           kern.to_f32(xr, x_type, k, xf.data());
@@ -174,13 +169,16 @@ void quantize_activations(const QWeightView& w, const void* x, FType x_type, int
   quantize_rows(w, kernels_for(level), x, x_type, m_rows, out, act_row_stride(w.type, w.k, w.group_size));
 }
 
+size_t qmatmul_workspace_bytes(const QWeightView& w, int64_t m_rows) {
+  return static_cast<size_t>(act_row_stride(w.type, w.k, w.group_size) * std::max<int64_t>(m_rows, 0));
+}
+
 void qmatmul(const QWeightView& w, const void* x, FType x_type, int64_t m_rows, void* y, FType y_type,
-             KernelLevel level) {
+             KernelLevel level, uint8_t* workspace) {
   if (m_rows <= 0 || w.n <= 0) return;
   const IsaKernels& kern = kernels_for(level);
   const int64_t stride = act_row_stride(w.type, w.k, w.group_size);
-  AlignedBuffer acts = aligned_buffer(static_cast<size_t>(stride * m_rows));
-  quantize_rows(w, kern, x, x_type, m_rows, acts.get(), stride);
+  quantize_rows(w, kern, x, x_type, m_rows, workspace, stride);
 
   // A tile of weight rows stays in L2 while every row tile of x passes over it.
   const int64_t rb = w.row_bytes();
@@ -191,7 +189,7 @@ void qmatmul(const QWeightView& w, const void* x, FType x_type, int64_t m_rows, 
   const int64_t work = w.n * rb * m_rows;
   const int64_t workers = std::clamp<int64_t>(work / (64 * 1024), 1, std::min<int64_t>(n_tiles, 1 << 20));
   const TileFn tile = kern.tile[static_cast<int>(w.type)];
-  const uint8_t* act_base = acts.get();
+  const uint8_t* act_base = workspace;
 
   // Tiles are handed out dynamically: on a shared machine a descheduled
   // worker must not leave the others idle. Which thread computes a tile does

@@ -58,9 +58,13 @@ std::vector<KernelLevel> available_levels();
 KernelLevel default_level();  // from kernel_level(): avx2/avx512 -> AVX2, else scalar
 const char* level_name(KernelLevel l);
 
-// y[m, :] for m in [0, m_rows): x is [m_rows, k] of x_type, y is [m_rows, n] of y_type.
+// Scratch qmatmul needs for m_rows rows of x (the quantized activations).
+size_t qmatmul_workspace_bytes(const QWeightView& w, int64_t m_rows);
+
+// y[m, :] for m in [0, m_rows): x is [m_rows, k] of x_type, y is [m_rows, n] of
+// y_type; workspace holds qmatmul_workspace_bytes(w, m_rows) bytes.
 void qmatmul(const QWeightView& w, const void* x, FType x_type, int64_t m_rows, void* y, FType y_type,
-             KernelLevel level);
+             KernelLevel level, uint8_t* workspace);
 
 // W as float32 [n, k], bit-identical to the NumPy reference (same fp32 operation order).
 void dequantize(const QWeightView& w, float* out);

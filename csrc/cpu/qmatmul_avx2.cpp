@@ -271,7 +271,7 @@ void dot_affine4(const QWeightView& w, const uint8_t* wrow, const float* sf, con
       const uint8_t* a = act_row(acts, stride, m);
       const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, loadu(a + 64 * c)),
                                            _mm256_maddubs_epi16(hi, loadu(a + 64 * c + 32)));
-      const __m256 dl = _mm256_load_ps(reinterpret_cast<const float*>(a + lay.off_dl) + 8 * c);
+      const __m256 dl = _mm256_loadu_ps(reinterpret_cast<const float*>(a + lay.off_dl) + 8 * c);
       acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones)), _mm256_mul_ps(dl, s), acc[m]);
     }
   }
@@ -287,7 +287,7 @@ void dot_affine4(const QWeightView& w, const uint8_t* wrow, const float* sf, con
           _mm_maddubs_epi16(lo, _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + 64 * c))),
           _mm_maddubs_epi16(hi, _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + 64 * c + 16))));
       const __m128i p = _mm_madd_epi16(p16, _mm_set1_epi16(1));
-      const __m256 dl = _mm256_load_ps(reinterpret_cast<const float*>(a + lay.off_dl) + 8 * c);  // lanes 4-7 are 0
+      const __m256 dl = _mm256_loadu_ps(reinterpret_cast<const float*>(a + lay.off_dl) + 8 * c);  // lanes 4-7 are 0
       acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(_mm_setzero_si128(), p)), _mm256_mul_ps(dl, s),
                                acc[m]);
     }

@@ -22,7 +22,8 @@ using quant::block_q8_K;
 //   Q4_0/Q5_0/Q8_0: k/32 block_q8_0a (d, qsum, 32 codes).
 //   Q4_K/Q6_K:      k/256 block_q8_K (d, 256 codes, sums of each 16).
 //   affine:         AffineActs below.
-// Rows are padded to 64 bytes so every row starts cache-line aligned.
+// Rows are padded to 64 bytes (cache-line aligned when the buffer is); the
+// kernels use unaligned loads, so nothing depends on the buffer's alignment.
 
 // Affine activations: codes per 32-element block with fp32 scale d[b] and code
 // sum qsum[b]; gsum[g] = sum over the blocks b of group g of d[b]*qsum[b] (the

@@ -188,6 +188,16 @@ mx::array qmatmul(const mx::array& x, const std::vector<mx::array>& weights, con
   }
   mx::Shape out_shape = x.shape();
   out_shape.back() = static_cast<int>(spec.n);
+  cpu::QWeightView view;
+  view.type = spec.type;
+  view.k = spec.k;
+  view.group_size = spec.group_size;
+  const int64_t m_rows = static_cast<int64_t>(x.size()) / spec.k;
+  if (cpu::qmatmul_workspace_bytes(view, m_rows) > static_cast<size_t>(std::numeric_limits<int32_t>::max()) ||
+      m_rows * spec.n > std::numeric_limits<int32_t>::max()) {
+    throw std::invalid_argument("qmatmul: " + std::to_string(m_rows) + " rows of x is too many at once for N=" +
+                                std::to_string(spec.n) + ", K=" + std::to_string(spec.k) + "; split the batch");
+  }
   inputs.insert(inputs.begin(), row_contiguous(x, stream));
   return mx::array(out_shape, x.dtype(), std::make_shared<QMatmul>(stream, spec, level), std::move(inputs));
 }
@@ -208,13 +218,19 @@ void QMatmul::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
   const std::vector<mx::array> w(inputs.begin() + 1, inputs.end());
   const int64_t m_rows = static_cast<int64_t>(x.size()) / spec_.k;
   if (m_rows == 0) return;
+  const cpu::QWeightView view = weight_view(spec_, w);
+  // Quantized activations live in an MLX buffer held by the encoder until the
+  // task has run: allocation failures surface here, not inside the task.
+  mx::array workspace({static_cast<int>(cpu::qmatmul_workspace_bytes(view, m_rows))}, mx::uint8, nullptr, {});
+  workspace.set_data(mx::allocator::malloc(workspace.nbytes()));
   auto& encoder = mx::cpu::get_command_encoder(stream());
   for (const mx::array& a : inputs) encoder.set_input_array(a);
   encoder.set_output_array(out);
-  encoder.dispatch([view = weight_view(spec_, w), xp = x.data<void>(), xt = ftype(x.dtype()), m_rows,
-                    yp = out.data<void>(), yt = ftype(out.dtype()), level = level_]() {
-    cpu::qmatmul(view, xp, xt, m_rows, yp, yt, level);
+  encoder.dispatch([view, xp = x.data<void>(), xt = ftype(x.dtype()), m_rows, yp = out.data<void>(),
+                    yt = ftype(out.dtype()), level = level_, ws = workspace.data<uint8_t>()]() {
+    cpu::qmatmul(view, xp, xt, m_rows, yp, yt, level, ws);
   });
+  encoder.add_temporary(std::move(workspace));
 }
 
 void QMatmul::eval_gpu(const std::vector<mx::array>&, mx::array&) {

@@ -279,6 +279,9 @@ def test_bad_inputs_raise():
         qmatmul(np.zeros((2, 256), np.float32), w)
     with pytest.raises(ValueError, match="not available"):
         qmatmul(x, w, kernel="avx512_vnni")
+    huge = mx.broadcast_to(mx.zeros((1, 256)), (60_000_000, 256))   # lazy: never materialized
+    with pytest.raises(ValueError, match="split the batch"):
+        qmatmul(huge, w)
 
 
 def test_native_entry_point_validates():
