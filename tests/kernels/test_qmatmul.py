@@ -127,16 +127,32 @@ def test_affine_from_mx_quantize(bits, scale_dtype):
 
 # ------------------------------------------------------------- kernel paths
 
-@pytest.mark.skipif(len(KERNELS) < 2, reason="only the scalar kernels exist here")
+@pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_scalar_and_simd_agree(fmt):
+def test_every_kernel_path(fmt, dtype):
+    """Each path within the bound on its own (f16/bf16 inputs and outputs
+    included), and the paths within twice the bound of each other."""
     t, w = weight(fmt, 64, 2048)
-    x, x32 = activations(7, 2048)
-    outs = {kern: np.array(qmatmul(x, w, kernel=kern)) for kern in KERNELS}
+    x, x32 = activations(7, 2048, dtype)
+    outs = {kern: qmatmul(x, w, kernel=kern) for kern in KERNELS}
     _, tol = qref.expected(x32, t["w"], t["wabs"], fmt)
     for kern, y in outs.items():
-        check_close(mx.array(y), x32, t)
-        assert np.all(np.abs(y - outs["scalar"]) <= 2 * tol), kern
+        assert y.dtype == DTYPES[dtype]
+        check_close(y, x32, t, dtype)
+    if dtype == "float32" and len(KERNELS) > 1:
+        for kern, y in outs.items():
+            assert np.all(np.abs(np.array(y) - np.array(outs["scalar"])) <= 2 * tol), kern
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_non_finite_inputs_do_not_crash(fmt):
+    _, w = weight(fmt, 16, 256)
+    x = np.zeros((3, 256), np.float32)
+    x[0, 5], x[1, 40], x[2, :] = np.inf, np.nan, 3e38
+    for kern in KERNELS:
+        y = qmatmul(mx.array(x), w, kernel=kern)
+        mx.eval(y)
+        assert y.shape == (3, 16)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
