@@ -355,18 +355,22 @@ void gguf_dot(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t 
   else dot_q6_k<MT>(wrow, acts, stride, nb, out, ldo);
 }
 
-template <QType T>
-void tile_gguf(const QWeightView& w, const uint8_t* acts, int64_t stride, int64_t n0, int nn, int mm, float* res) {
+template <QType T, int MT>
+void rows_gguf(const QWeightView& w, const uint8_t* acts, int64_t stride, int64_t n0, int nn, float* res) {
   const int64_t rb = w.row_bytes();
   const int64_t nb = w.k / qtype_info(T).block_elems;
-  for (int j = 0; j < nn; ++j) {
-    const uint8_t* wrow = w.data + (n0 + j) * rb;
-    switch (mm) {
-      case 1: gguf_dot<T, 1>(wrow, acts, stride, nb, res + j, nn); break;
-      case 2: gguf_dot<T, 2>(wrow, acts, stride, nb, res + j, nn); break;
-      case 3: gguf_dot<T, 3>(wrow, acts, stride, nb, res + j, nn); break;
-      default: gguf_dot<T, 4>(wrow, acts, stride, nb, res + j, nn); break;
-    }
+  for (int j = 0; j < nn; ++j) gguf_dot<T, MT>(w.data + (n0 + j) * rb, acts, stride, nb, res + j, nn);
+}
+
+// The switch on the tile height sits outside the row loop so each row loop
+// is one straight-line instantiation (vector constants hoisted out of it).
+template <QType T>
+void tile_gguf(const QWeightView& w, const uint8_t* acts, int64_t stride, int64_t n0, int nn, int mm, float* res) {
+  switch (mm) {
+    case 1: rows_gguf<T, 1>(w, acts, stride, n0, nn, res); break;
+    case 2: rows_gguf<T, 2>(w, acts, stride, n0, nn, res); break;
+    case 3: rows_gguf<T, 3>(w, acts, stride, n0, nn, res); break;
+    default: rows_gguf<T, 4>(w, acts, stride, n0, nn, res); break;
   }
 }
 
