@@ -320,11 +320,16 @@ void dequantize(const QWeightView& w, float* out) {
 
 uint64_t stream_read(const uint8_t* data, size_t bytes) {
   const int64_t words = static_cast<int64_t>(bytes / 8);
-  constexpr int64_t kChunk = 1 << 16;  // words per parallel_for index (512 KB)
+  constexpr int64_t kChunk = 1 << 16;  // words per work item (512 KB)
   const int64_t chunks = (words + kChunk - 1) / kChunk;
   std::vector<uint64_t> partial(static_cast<size_t>(std::max<int64_t>(chunks, 1)), 0);
-  ThreadPool::global().parallel_for(chunks, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
+  // Same dynamic hand-out as qmatmul, so the ceiling is measured the way the
+  // kernels run (a static split would stall on a descheduled thread).
+  std::atomic<int64_t> next{0};
+  const int64_t workers = std::clamp<int64_t>(chunks, 1, ThreadPool::global().num_threads());
+  ThreadPool::global().parallel_for(workers, [&](int64_t, int64_t) {
+    for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < chunks;
+         c = next.fetch_add(1, std::memory_order_relaxed)) {
       const int64_t w0 = c * kChunk, w1 = std::min(words, w0 + kChunk);
       uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
       int64_t i = w0;

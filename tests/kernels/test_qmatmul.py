@@ -363,3 +363,9 @@ def test_real_gguf_tensors(gemma_tensors):
         x, x32 = activations(3, k)
         for kern in KERNELS:
             check_close(qmatmul(x, w, kernel=kern), x32, tinfo)
+
+
+def test_stream_read_checksum():
+    """The benchmarks' bandwidth peer really reads every byte."""
+    a = np.arange(3 << 20, dtype=np.uint32)
+    assert _C._stream_read(mx.array(a)) == int(a.view(np.uint64).sum(dtype=np.uint64))
