@@ -8,12 +8,14 @@ namespace nb = nanobind;
 namespace tinyfast::bindings {
 void bind_core(nb::module_& m);
 void bind_cpu(nb::module_& m);
+void bind_attention(nb::module_& m);
 }  // namespace tinyfast::bindings
 
 NB_MODULE(_C, m) {
   m.doc() = "tinyfast native core: block manager, scheduler, CPU kernels";
   tinyfast::bindings::bind_core(m);
   tinyfast::bindings::bind_cpu(m);
+  tinyfast::bindings::bind_attention(m);
   // Import-time probe that this module and mlx.core share nanobind's type
   // universe; without it every op taking an mx.array fails with an opaque
   // "incompatible function arguments".
