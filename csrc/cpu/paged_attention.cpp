@@ -60,14 +60,13 @@ KernelConfig make_config(const PagedAttentionArgs& a) {
   c.block_k = std::clamp(floor_pow2(std::max(1, 8192 / c.head_dim_pad)), 16, 64);
   const int rows_target = std::max(8, 8192 / c.head_dim_pad);
   c.block_q = std::max(1, rows_target / c.group);
-  c.convert_kv = !(a.dtype == ElemType::f32 && c.head_dim_pad == a.head_dim);
   return c;
 }
 
 // Scratch reused across calls by the calling (MLX stream) thread.
 struct Scratch {
   std::vector<float> floats;
-  std::vector<const float*> ptrs;
+  std::vector<const void*> ptrs;
   std::vector<int32_t> ints;
   std::vector<float> partials;
 };

@@ -16,7 +16,6 @@ struct KernelConfig {
   int head_dim_pad = 8; // head_dim rounded up to 8 (one f32x8)
   int block_k = 64;     // keys per inner tile; a power of two dividing kPartition
   int block_q = 1;      // queries per work item; block_q * group rows
-  bool convert_kv = true;  // K/V rows are converted to f32 scratch (else read in place)
 };
 
 // One query tile of one sequence: queries q_begin..q_end of the flattened batch.
@@ -40,8 +39,8 @@ struct Workspace {
   float* m;        // [rows] running max
   float* l;        // [rows] running sum
   float* acc;      // [rows, head_dim_pad] unnormalised output
-  const float** kp;  // [block_k + 8] key row pointers
-  const float** vp;  // [block_k + 8]
+  const void** kp;  // [block_k + 8] key rows (f32 scratch, or in the pool)
+  const void** vp;  // [block_k + 8]
   int32_t* vis_lo;   // [rows] first visible key position
   int32_t* vis_hi;   // [rows] one past the last visible key position
   int32_t* active;   // [rows] rows that see a key of the current tile

@@ -222,23 +222,60 @@ inline void convert_row(const void* src, int n, int pad, float mul, float* dst) 
 }
 
 // ---- micro kernels -----------------------------------------------------------
+// Key/value rows are `const void*` of element type R: f32 scratch rows, or rows
+// read in place from the pools (converted on the fly; exact, so results are the
+// same either way).
+
+template <ElemType R>
+inline f32x8 ld(const void* row, int d) {
+  return load8<R>(static_cast<const char*>(row) + static_cast<int64_t>(d) * (R == ElemType::f32 ? 4 : 2));
+}
+
+// l[r][0:2] = q_r . k[0:2] for four rows (each key row is read once for all four).
+template <ElemType R>
+inline void qk_4x2(const float* const* q, const void* const* k, int dp, float* const* l) {
+  f32x8 a0{}, a1{}, b0{}, b1{}, c0{}, c1{}, e0{}, e1{};
+  const float *q0 = q[0], *q1 = q[1], *q2 = q[2], *q3 = q[3];
+  const void *k0 = k[0], *k1 = k[1];
+  for (int d = 0; d < dp; d += 8) {
+    const f32x8 x0 = ld<R>(k0, d), x1 = ld<R>(k1, d);
+    f32x8 y = vload(q0 + d);
+    a0 = vfmadd(y, x0, a0);
+    a1 = vfmadd(y, x1, a1);
+    y = vload(q1 + d);
+    b0 = vfmadd(y, x0, b0);
+    b1 = vfmadd(y, x1, b1);
+    y = vload(q2 + d);
+    c0 = vfmadd(y, x0, c0);
+    c1 = vfmadd(y, x1, c1);
+    y = vload(q3 + d);
+    e0 = vfmadd(y, x0, e0);
+    e1 = vfmadd(y, x1, e1);
+  }
+  const f32x8 s = hsum8x8(a0, a1, b0, b1, c0, c1, e0, e1);
+  for (int r = 0; r < 4; ++r) {
+    l[r][0] = s[2 * r];
+    l[r][1] = s[2 * r + 1];
+  }
+}
 
 // la[0:4], lb[0:4] = q_a . k[0:4], q_b . k[0:4]
-inline void qk_2x4(const float* qa, const float* qb, const float* const* k, int dp, float* la, float* lb) {
+template <ElemType R>
+inline void qk_2x4(const float* qa, const float* qb, const void* const* k, int dp, float* la, float* lb) {
   f32x8 a0{}, a1{}, a2{}, a3{}, b0{}, b1{}, b2{}, b3{};
-  const float *k0 = k[0], *k1 = k[1], *k2 = k[2], *k3 = k[3];
+  const void *k0 = k[0], *k1 = k[1], *k2 = k[2], *k3 = k[3];
   for (int d = 0; d < dp; d += 8) {
     const f32x8 x = vload(qa + d), y = vload(qb + d);
-    f32x8 kv = vload(k0 + d);
+    f32x8 kv = ld<R>(k0, d);
     a0 = vfmadd(x, kv, a0);
     b0 = vfmadd(y, kv, b0);
-    kv = vload(k1 + d);
+    kv = ld<R>(k1, d);
     a1 = vfmadd(x, kv, a1);
     b1 = vfmadd(y, kv, b1);
-    kv = vload(k2 + d);
+    kv = ld<R>(k2, d);
     a2 = vfmadd(x, kv, a2);
     b2 = vfmadd(y, kv, b2);
-    kv = vload(k3 + d);
+    kv = ld<R>(k3, d);
     a3 = vfmadd(x, kv, a3);
     b3 = vfmadd(y, kv, b3);
   }
@@ -250,32 +287,71 @@ inline void qk_2x4(const float* qa, const float* qb, const float* const* k, int 
 }
 
 // la[0:8] = q_a . k[0:8]
-inline void qk_1x8(const float* qa, const float* const* k, int dp, float* la) {
+template <ElemType R>
+inline void qk_1x8(const float* qa, const void* const* k, int dp, float* la) {
   f32x8 a0{}, a1{}, a2{}, a3{}, a4{}, a5{}, a6{}, a7{};
   for (int d = 0; d < dp; d += 8) {
     const f32x8 x = vload(qa + d);
-    a0 = vfmadd(x, vload(k[0] + d), a0);
-    a1 = vfmadd(x, vload(k[1] + d), a1);
-    a2 = vfmadd(x, vload(k[2] + d), a2);
-    a3 = vfmadd(x, vload(k[3] + d), a3);
-    a4 = vfmadd(x, vload(k[4] + d), a4);
-    a5 = vfmadd(x, vload(k[5] + d), a5);
-    a6 = vfmadd(x, vload(k[6] + d), a6);
-    a7 = vfmadd(x, vload(k[7] + d), a7);
+    a0 = vfmadd(x, ld<R>(k[0], d), a0);
+    a1 = vfmadd(x, ld<R>(k[1], d), a1);
+    a2 = vfmadd(x, ld<R>(k[2], d), a2);
+    a3 = vfmadd(x, ld<R>(k[3], d), a3);
+    a4 = vfmadd(x, ld<R>(k[4], d), a4);
+    a5 = vfmadd(x, ld<R>(k[5], d), a5);
+    a6 = vfmadd(x, ld<R>(k[6], d), a6);
+    a7 = vfmadd(x, ld<R>(k[7], d), a7);
   }
   vstore(la, hsum8x8(a0, a1, a2, a3, a4, a5, a6, a7));
 }
 
-// acc_a += sum_j pa[j] v[j], acc_b likewise; keys in order for every element.
-inline void pv_2rows(float* acc_a, float* acc_b, const float* pa, const float* pb, const float* const* v, int nk,
+// acc[r] += sum_j p[r][j] v[j] for four rows; every element accumulates keys in order.
+template <ElemType R>
+inline void pv_4rows(float* const* acc, const float* const* p, const void* const* v, int nk, int dp) {
+  int d = 0;
+  for (; d + 16 <= dp; d += 16) {
+    f32x8 a0 = vload(acc[0] + d), b0 = vload(acc[1] + d), c0 = vload(acc[2] + d), e0 = vload(acc[3] + d);
+    f32x8 a1 = vload(acc[0] + d + 8), b1 = vload(acc[1] + d + 8), c1 = vload(acc[2] + d + 8),
+          e1 = vload(acc[3] + d + 8);
+    for (int j = 0; j < nk; ++j) {
+      const f32x8 x0 = ld<R>(v[j], d), x1 = ld<R>(v[j], d + 8);
+      f32x8 s = vsplat(p[0][j]);
+      a0 = vfmadd(s, x0, a0);
+      a1 = vfmadd(s, x1, a1);
+      s = vsplat(p[1][j]);
+      b0 = vfmadd(s, x0, b0);
+      b1 = vfmadd(s, x1, b1);
+      s = vsplat(p[2][j]);
+      c0 = vfmadd(s, x0, c0);
+      c1 = vfmadd(s, x1, c1);
+      s = vsplat(p[3][j]);
+      e0 = vfmadd(s, x0, e0);
+      e1 = vfmadd(s, x1, e1);
+    }
+    vstore(acc[0] + d, a0), vstore(acc[1] + d, b0), vstore(acc[2] + d, c0), vstore(acc[3] + d, e0);
+    vstore(acc[0] + d + 8, a1), vstore(acc[1] + d + 8, b1), vstore(acc[2] + d + 8, c1), vstore(acc[3] + d + 8, e1);
+  }
+  if (d < dp) {  // dp is a multiple of 8
+    f32x8 a0 = vload(acc[0] + d), b0 = vload(acc[1] + d), c0 = vload(acc[2] + d), e0 = vload(acc[3] + d);
+    for (int j = 0; j < nk; ++j) {
+      const f32x8 x0 = ld<R>(v[j], d);
+      a0 = vfmadd(vsplat(p[0][j]), x0, a0);
+      b0 = vfmadd(vsplat(p[1][j]), x0, b0);
+      c0 = vfmadd(vsplat(p[2][j]), x0, c0);
+      e0 = vfmadd(vsplat(p[3][j]), x0, e0);
+    }
+    vstore(acc[0] + d, a0), vstore(acc[1] + d, b0), vstore(acc[2] + d, c0), vstore(acc[3] + d, e0);
+  }
+}
+
+template <ElemType R>
+inline void pv_2rows(float* acc_a, float* acc_b, const float* pa, const float* pb, const void* const* v, int nk,
                      int dp) {
   int d = 0;
   for (; d + 32 <= dp; d += 32) {
     f32x8 a0 = vload(acc_a + d), a1 = vload(acc_a + d + 8), a2 = vload(acc_a + d + 16), a3 = vload(acc_a + d + 24);
     f32x8 b0 = vload(acc_b + d), b1 = vload(acc_b + d + 8), b2 = vload(acc_b + d + 16), b3 = vload(acc_b + d + 24);
     for (int j = 0; j < nk; ++j) {
-      const float* vr = v[j] + d;
-      const f32x8 x0 = vload(vr), x1 = vload(vr + 8), x2 = vload(vr + 16), x3 = vload(vr + 24);
+      const f32x8 x0 = ld<R>(v[j], d), x1 = ld<R>(v[j], d + 8), x2 = ld<R>(v[j], d + 16), x3 = ld<R>(v[j], d + 24);
       const f32x8 sa = vsplat(pa[j]), sb = vsplat(pb[j]);
       a0 = vfmadd(sa, x0, a0);
       a1 = vfmadd(sa, x1, a1);
@@ -292,7 +368,7 @@ inline void pv_2rows(float* acc_a, float* acc_b, const float* pa, const float* p
   for (; d < dp; d += 8) {
     f32x8 a = vload(acc_a + d), b = vload(acc_b + d);
     for (int j = 0; j < nk; ++j) {
-      const f32x8 x = vload(v[j] + d);
+      const f32x8 x = ld<R>(v[j], d);
       a = vfmadd(vsplat(pa[j]), x, a);
       b = vfmadd(vsplat(pb[j]), x, b);
     }
@@ -300,27 +376,120 @@ inline void pv_2rows(float* acc_a, float* acc_b, const float* pa, const float* p
   }
 }
 
-inline void pv_1row(float* acc, const float* p, const float* const* v, int nk, int dp) {
+template <ElemType R>
+inline void pv_1row(float* acc, const float* p, const void* const* v, int nk, int dp) {
   int d = 0;
   for (; d + 64 <= dp; d += 64) {
     f32x8 a[8];
     for (int i = 0; i < 8; ++i) a[i] = vload(acc + d + 8 * i);
     for (int j = 0; j < nk; ++j) {
       const f32x8 s = vsplat(p[j]);
-      const float* vr = v[j] + d;
-      for (int i = 0; i < 8; ++i) a[i] = vfmadd(s, vload(vr + 8 * i), a[i]);
+      for (int i = 0; i < 8; ++i) a[i] = vfmadd(s, ld<R>(v[j], d + 8 * i), a[i]);
     }
     for (int i = 0; i < 8; ++i) vstore(acc + d + 8 * i, a[i]);
   }
   for (; d < dp; d += 8) {
     f32x8 a = vload(acc + d);
-    for (int j = 0; j < nk; ++j) a = vfmadd(vsplat(p[j]), vload(v[j] + d), a);
+    for (int j = 0; j < nk; ++j) a = vfmadd(vsplat(p[j]), ld<R>(v[j], d), a);
     vstore(acc + d, a);
   }
 }
 
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// ---- one key tile for the active rows: logits, online softmax, P.V -------------
+
+template <ElemType R>
+void attend_tile(const PagedAttentionArgs& a, const KernelConfig& c, const Workspace& ws, int na, int64_t k0,
+                 int64_t k1) {
+  const int dp = c.head_dim_pad, bk = c.block_k;
+  const int nk = static_cast<int>(k1 - k0);
+  const int nk8 = (nk + 7) & ~7;
+
+  // logits, rows in groups of 4, 2, 1 (padding keys are computed, then masked)
+  int i = 0;
+  for (; i + 4 <= na; i += 4) {
+    const float* qr[4];
+    float* lr[4];
+    for (int x = 0; x < 4; ++x) {
+      qr[x] = ws.q + static_cast<int64_t>(ws.active[i + x]) * dp;
+      lr[x] = ws.logits + static_cast<int64_t>(ws.active[i + x]) * bk;
+    }
+    for (int j = 0; j < nk; j += 2) {
+      float* lj[4] = {lr[0] + j, lr[1] + j, lr[2] + j, lr[3] + j};
+      qk_4x2<R>(qr, ws.kp + j, dp, lj);
+    }
+  }
+  for (; i + 2 <= na; i += 2) {
+    const int ra = ws.active[i], rb = ws.active[i + 1];
+    float* la = ws.logits + static_cast<int64_t>(ra) * bk;
+    float* lb = ws.logits + static_cast<int64_t>(rb) * bk;
+    for (int j = 0; j < nk; j += 4)
+      qk_2x4<R>(ws.q + static_cast<int64_t>(ra) * dp, ws.q + static_cast<int64_t>(rb) * dp, ws.kp + j, dp, la + j,
+                lb + j);
+  }
+  if (i < na) {
+    const int ra = ws.active[i];
+    float* la = ws.logits + static_cast<int64_t>(ra) * bk;
+    for (int j = 0; j < nk; j += 8) qk_1x8<R>(ws.q + static_cast<int64_t>(ra) * dp, ws.kp + j, dp, la + j);
+  }
+
+  // softcap, mask, online softmax
+  const bool has_cap = a.softcap > 0.0f;
+  const float inv_cap = has_cap ? 1.0f / a.softcap : 0.0f;
+  int nv = 0;
+  for (i = 0; i < na; ++i) {
+    const int r = ws.active[i];
+    float* lr = ws.logits + static_cast<int64_t>(r) * bk;
+    if (has_cap)
+      for (int j = 0; j < nk8; j += 8) vstore(lr + j, vsoftcap(vload(lr + j), a.softcap, inv_cap));
+    const int64_t vlo = max64(ws.vis_lo[r], k0) - k0, vhi = min64(ws.vis_hi[r], k1) - k0;
+    for (int64_t j = 0; j < vlo; ++j) lr[j] = kNegInf;
+    for (int64_t j = vhi; j < nk8; ++j) lr[j] = kNegInf;
+    f32x8 mv = vload(lr);
+    for (int j = 8; j < nk8; j += 8) mv = vmax(mv, vload(lr + j));
+    const float tile_max = hmax(mv);
+    const float m_old = ws.m[r];
+    const float m_new = tile_max > m_old ? tile_max : m_old;
+    if (!(m_new > kNegInf)) continue;  // nothing finite to attend to (inf/nan inputs)
+    const float alpha = sexp(m_old - m_new);
+    const f32x8 mn = vsplat(m_new);
+    for (int j = 0; j < nk8; j += 8) vstore(lr + j, vexp(vload(lr + j) - mn));
+    float sum = ws.l[r] * alpha;
+    for (int j = 0; j < nk; ++j) sum += lr[j];
+    ws.l[r] = sum;
+    ws.m[r] = m_new;
+    if (alpha != 1.0f) {
+      float* ar = ws.acc + static_cast<int64_t>(r) * dp;
+      const f32x8 al = vsplat(alpha);
+      for (int d = 0; d < dp; d += 8) vstore(ar + d, vload(ar + d) * al);
+    }
+    ws.active[nv++] = r;
+  }
+
+  // P . V, rows in groups of 4, 2, 1
+  float* accs[4];
+  const float* ps[4];
+  auto take = [&](int x, int r) {
+    accs[x] = ws.acc + static_cast<int64_t>(r) * dp;
+    ps[x] = ws.logits + static_cast<int64_t>(r) * bk;
+  };
+  i = 0;
+  for (; i + 4 <= nv; i += 4) {
+    for (int x = 0; x < 4; ++x) take(x, ws.active[i + x]);
+    pv_4rows<R>(accs, ps, ws.vp, nk, dp);
+  }
+  for (; i + 2 <= nv; i += 2) {
+    take(0, ws.active[i]);
+    take(1, ws.active[i + 1]);
+    pv_2rows<R>(accs[0], accs[1], ps[0], ps[1], ws.vp, nk, dp);
+  }
+  if (i < nv) {
+    take(0, ws.active[i]);
+    pv_1row<R>(accs[0], ps[0], ws.vp, nk, dp);
+  }
+}
 
 // ---- one work item: (query tile, kv head, key partition) -----------------------
 
@@ -332,6 +501,10 @@ void run_item_t(const PagedAttentionArgs& a, const KernelConfig& c, const TilePl
   const int rows = nq * G;
   const int64_t H = a.num_heads;
   const int esz = elem_size(E);
+  // Rows read in place when each is used by at most 4 query rows (one pass of
+  // the 4-row kernels, so nothing is converted twice); otherwise converted
+  // once per tile into f32 scratch. Padding to head_dim_pad needs the scratch.
+  const bool in_place = dp == D && (E == ElemType::f32 || rows <= 4);
 
   for (int j = 0; j < nq; ++j) {
     for (int g = 0; g < G; ++g) {
@@ -355,110 +528,69 @@ void run_item_t(const PagedAttentionArgs& a, const KernelConfig& c, const TilePl
   }
 
   const int32_t* table = a.block_tables + static_cast<int64_t>(t.seq) * a.max_blocks;
-  const int bs = a.block_size;
+  const int64_t bs = a.block_size;
   const char* kbase = static_cast<const char*>(a.k_cache);
   const char* vbase = static_cast<const char*>(a.v_cache);
-  const bool has_cap = a.softcap > 0.0f;
-  const float inv_cap = has_cap ? 1.0f / a.softcap : 0.0f;
+  const int64_t row_bytes = static_cast<int64_t>(D) * esz;
+  const int64_t kv_off_k = kvh * a.k_strides[2], kv_off_v = kvh * a.v_strides[2];
+  // Calls fn(j, k_row, v_row) for keys k0 + j in [k0, k1), walking the block
+  // table instead of dividing per key.
+  auto for_key_rows = [&](int64_t k0, int64_t k1, auto&& fn) {
+    int64_t b = k0 / bs, off = k0 % bs;
+    for (int64_t pos = k0; pos < k1; ++b, off = 0) {
+      int32_t blk = table[b];
+      // Validated by the caller; the guard keeps a bad table from reading outside the pool.
+      if (blk < 0 || blk >= a.num_blocks) blk = 0;
+      const char* kr = kbase + (blk * a.k_strides[0] + off * a.k_strides[1] + kv_off_k) * esz;
+      const char* vr = vbase + (blk * a.v_strides[0] + off * a.v_strides[1] + kv_off_v) * esz;
+      const int64_t n = min64(bs - off, k1 - pos);
+      for (int64_t i = 0; i < n; ++i)
+        fn(pos - k0 + i, kr + i * a.k_strides[1] * esz, vr + i * a.v_strides[1] * esz);
+      pos += n;
+    }
+  };
+  // Paged rows defeat the hardware prefetchers (a kv head's rows are
+  // num_kv_heads * head_dim apart, blocks are scattered), so the rows of the
+  // tile after next are requested while this one is computed.
+  auto prefetch_keys = [&](int64_t k0, int64_t k1) {
+    for_key_rows(k0, k1, [&](int64_t, const char* kr, const char* vr) {
+      for (int64_t b = 0; b < row_bytes; b += 64) {
+        __builtin_prefetch(kr + b);
+        __builtin_prefetch(vr + b);
+      }
+    });
+  };
+  const int64_t first_tile = (lo / bk) * bk;
+  prefetch_keys(lo, min64(hi, first_tile + 2 * bk));
 
-  for (int64_t kt = (lo / bk) * bk; kt < hi; kt += bk) {
+  for (int64_t kt = first_tile; kt < hi; kt += bk) {
     const int64_t k0 = max64(kt, lo), k1 = min64(kt + bk, hi);
-    const int nk = static_cast<int>(k1 - k0);
-    if (nk <= 0) continue;
+    if (k1 <= k0) continue;
+    prefetch_keys(min64(hi, kt + 2 * bk), min64(hi, kt + 3 * bk));
 
     int na = 0;
     for (int r = 0; r < rows; ++r)
       if (max64(ws.vis_lo[r], k0) < min64(ws.vis_hi[r], k1)) ws.active[na++] = r;
     if (na == 0) continue;
 
-    for (int j = 0; j < nk; ++j) {
-      const int64_t pos = k0 + j;
-      int32_t blk = table[pos / bs];
-      // Validated by the caller; the guard keeps a bad table from reading outside the pool.
-      if (blk < 0 || blk >= a.num_blocks) blk = 0;
-      const int64_t off = pos % bs;
-      const char* krow = kbase + (blk * a.k_strides[0] + off * a.k_strides[1] + kvh * a.k_strides[2]) * esz;
-      const char* vrow = vbase + (blk * a.v_strides[0] + off * a.v_strides[1] + kvh * a.v_strides[2]) * esz;
-      if (c.convert_kv) {
-        float* kd = ws.k + static_cast<int64_t>(j) * dp;
-        float* vd = ws.v + static_cast<int64_t>(j) * dp;
+    for_key_rows(k0, k1, [&](int64_t j, const char* krow, const char* vrow) {
+      if (in_place) {
+        ws.kp[j] = krow;
+        ws.vp[j] = vrow;
+      } else {
+        float* kd = ws.k + j * dp;
+        float* vd = ws.v + j * dp;
         convert_row<E>(krow, D, dp, 1.0f, kd);
         convert_row<E>(vrow, D, dp, 1.0f, vd);
         ws.kp[j] = kd;
         ws.vp[j] = vd;
-      } else {
-        ws.kp[j] = reinterpret_cast<const float*>(krow);
-        ws.vp[j] = reinterpret_cast<const float*>(vrow);
       }
-    }
-    const int nk8 = (nk + 7) & ~7;
-    for (int j = nk; j < nk8; ++j) ws.kp[j] = ws.kp[0];  // padding keys: computed, then masked
+    });
+    const int nk = static_cast<int>(k1 - k0);
+    for (int j = nk; j < ((nk + 7) & ~7); ++j) ws.kp[j] = ws.kp[0];
 
-    // logits
-    int i = 0;
-    for (; i + 2 <= na; i += 2) {
-      const int ra = ws.active[i], rb = ws.active[i + 1];
-      float* la = ws.logits + static_cast<int64_t>(ra) * bk;
-      float* lb = ws.logits + static_cast<int64_t>(rb) * bk;
-      for (int j = 0; j < nk; j += 4)
-        qk_2x4(ws.q + static_cast<int64_t>(ra) * dp, ws.q + static_cast<int64_t>(rb) * dp, ws.kp + j, dp, la + j,
-               lb + j);
-    }
-    if (i < na) {
-      const int ra = ws.active[i];
-      float* la = ws.logits + static_cast<int64_t>(ra) * bk;
-      for (int j = 0; j < nk; j += 8) qk_1x8(ws.q + static_cast<int64_t>(ra) * dp, ws.kp + j, dp, la + j);
-    }
-
-    // softcap, mask, online softmax
-    for (i = 0; i < na; ++i) {
-      const int r = ws.active[i];
-      float* lr = ws.logits + static_cast<int64_t>(r) * bk;
-      if (has_cap)
-        for (int j = 0; j < nk8; j += 8) vstore(lr + j, vsoftcap(vload(lr + j), a.softcap, inv_cap));
-      const int64_t vlo = max64(ws.vis_lo[r], k0) - k0, vhi = min64(ws.vis_hi[r], k1) - k0;
-      for (int64_t j = 0; j < vlo; ++j) lr[j] = kNegInf;
-      for (int64_t j = vhi; j < nk8; ++j) lr[j] = kNegInf;
-      f32x8 mv = vload(lr);
-      for (int j = 8; j < nk8; j += 8) mv = vmax(mv, vload(lr + j));
-      const float tile_max = hmax(mv);
-      const float m_old = ws.m[r];
-      const float m_new = tile_max > m_old ? tile_max : m_old;
-      if (!(m_new > kNegInf)) {  // nothing finite to attend to (inf/nan inputs)
-        ws.active[i] = -1;
-        continue;
-      }
-      const float alpha = sexp(m_old - m_new);
-      const f32x8 mn = vsplat(m_new);
-      for (int j = 0; j < nk8; j += 8) vstore(lr + j, vexp(vload(lr + j) - mn));
-      float sum = ws.l[r] * alpha;
-      for (int j = 0; j < nk; ++j) sum += lr[j];
-      ws.l[r] = sum;
-      ws.m[r] = m_new;
-      if (alpha != 1.0f) {
-        float* ar = ws.acc + static_cast<int64_t>(r) * dp;
-        const f32x8 al = vsplat(alpha);
-        for (int d = 0; d < dp; d += 8) vstore(ar + d, vload(ar + d) * al);
-      }
-    }
-
-    // P . V
-    int pending = -1;
-    for (i = 0; i < na; ++i) {
-      const int r = ws.active[i];
-      if (r < 0) continue;
-      if (pending < 0) {
-        pending = r;
-        continue;
-      }
-      pv_2rows(ws.acc + static_cast<int64_t>(pending) * dp, ws.acc + static_cast<int64_t>(r) * dp,
-               ws.logits + static_cast<int64_t>(pending) * bk, ws.logits + static_cast<int64_t>(r) * bk, ws.vp, nk,
-               dp);
-      pending = -1;
-    }
-    if (pending >= 0)
-      pv_1row(ws.acc + static_cast<int64_t>(pending) * dp, ws.logits + static_cast<int64_t>(pending) * bk, ws.vp, nk,
-              dp);
+    if (in_place) attend_tile<E>(a, c, ws, na, k0, k1);
+    else attend_tile<ElemType::f32>(a, c, ws, na, k0, k1);
   }
 
   if (t.num_parts > 1) {
