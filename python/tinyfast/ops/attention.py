@@ -74,7 +74,9 @@ def write_kv(k: mx.array, v: mx.array, k_cache: mx.array, v_cache: mx.array,
     before the reads, and evaluate them (directly or through the attention output),
     or the write never happens (MLX is lazy). Other lazy computations reading the
     old pool arrays in the same evaluation may see either state. The pools must be
-    row-contiguous (a whole array or a leading-axis slice of one).
+    row-contiguous: a whole array, or a view such as ``layers[i:i+1].reshape(...)``
+    of a bigger one (MLX's integer indexing ``layers[i]`` gathers into a new array,
+    so the write would land in that copy).
     """
     return _C.write_kv(_tensor(k, "k"), _tensor(v, "v"), _tensor(k_cache, "k_cache"),
                        _tensor(v_cache, "v_cache"), _index_array(slot_mapping, "slot_mapping"))
