@@ -67,6 +67,7 @@ KernelConfig make_config(const PagedAttentionArgs& a) {
 struct Scratch {
   std::vector<float> floats;
   std::vector<const void*> ptrs;
+  std::vector<const char*> raw;
   std::vector<int32_t> ints;
   std::vector<float> partials;
 };
@@ -130,6 +131,7 @@ void paged_attention(const PagedAttentionArgs& a) {
                                     + 2 * rows         // m, l
                                     + rows * dp;       // acc
   const int64_t ptrs_per_worker = 2 * (bk + 8);
+  const int64_t raw_per_worker = 4 * (bk + 8);
   const int64_t ints_per_worker = 3 * static_cast<int64_t>(rows);
 
   Scratch& sc = scratch();
@@ -137,6 +139,7 @@ void paged_attention(const PagedAttentionArgs& a) {
   const int64_t fstride = floats_per_worker + 64;
   if (static_cast<int64_t>(sc.floats.size()) < workers * fstride) sc.floats.resize(workers * fstride);
   if (static_cast<int64_t>(sc.ptrs.size()) < workers * ptrs_per_worker) sc.ptrs.resize(workers * ptrs_per_worker);
+  if (static_cast<int64_t>(sc.raw.size()) < workers * raw_per_worker) sc.raw.resize(workers * raw_per_worker);
   if (static_cast<int64_t>(sc.ints.size()) < workers * ints_per_worker) sc.ints.resize(workers * ints_per_worker);
   const int64_t partial_floats = partial_rows * (dp + 2);
   if (static_cast<int64_t>(sc.partials.size()) < partial_floats) sc.partials.resize(partial_floats);
@@ -154,6 +157,8 @@ void paged_attention(const PagedAttentionArgs& a) {
     x.acc = f;
     x.kp = sc.ptrs.data() + w * ptrs_per_worker;
     x.vp = x.kp + bk + 8;
+    x.kraw = sc.raw.data() + w * raw_per_worker;
+    x.vraw = x.kraw + 2 * (bk + 8);
     x.vis_lo = sc.ints.data() + w * ints_per_worker;
     x.vis_hi = x.vis_lo + rows;
     x.active = x.vis_hi + rows;

@@ -41,6 +41,8 @@ struct Workspace {
   float* acc;      // [rows, head_dim_pad] unnormalised output
   const void** kp;  // [block_k + 8] key rows (f32 scratch, or in the pool)
   const void** vp;  // [block_k + 8]
+  const char** kraw;  // [2 * (block_k + 8)] pool rows of the current and next tile
+  const char** vraw;  // [2 * (block_k + 8)]
   int32_t* vis_lo;   // [rows] first visible key position
   int32_t* vis_hi;   // [rows] one past the last visible key position
   int32_t* active;   // [rows] rows that see a key of the current tile

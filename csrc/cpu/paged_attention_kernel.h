@@ -54,6 +54,18 @@ inline f32x8 vfmadd(f32x8 a, f32x8 b, f32x8 c) {
 #endif
 }
 
+// A software prefetch into L2 the compiler cannot drop (GCC deletes loops whose
+// only statements are __builtin_prefetch). Never faults, even past the pool.
+inline void prefetch_l2(const char* p) {
+#if defined(__x86_64__) || defined(__i386__)
+  asm volatile("prefetcht1 %0" : : "m"(*p));
+#elif defined(__aarch64__)
+  asm volatile("prfm pldl2keep, %0" : : "Q"(*p));
+#else
+  __builtin_prefetch(p, 0, 2);
+#endif
+}
+
 inline f32x8 vmax(f32x8 a, f32x8 b) { return a > b ? a : b; }
 inline f32x8 vmin(f32x8 a, f32x8 b) { return a < b ? a : b; }
 
@@ -225,6 +237,12 @@ inline void convert_row(const void* src, int n, int pad, float mul, float* dst) 
 // Key/value rows are `const void*` of element type R: f32 scratch rows, or rows
 // read in place from the pools (converted on the fly; exact, so results are the
 // same either way).
+//
+// `pf` (or nullptr): pool rows of the next key tile, aligned with the keys of
+// this call, with `pe` bytes per element. The kernels prefetch them as they go,
+// so memory streams the next tile while this one is computed; one burst per
+// tile would stall on the few misses a core can track and then leave memory
+// idle during the arithmetic.
 
 template <ElemType R>
 inline f32x8 ld(const void* row, int d) {
@@ -233,11 +251,13 @@ inline f32x8 ld(const void* row, int d) {
 
 // l[r][0:2] = q_r . k[0:2] for four rows (each key row is read once for all four).
 template <ElemType R>
-inline void qk_4x2(const float* const* q, const void* const* k, int dp, float* const* l) {
+inline void qk_4x2(const float* const* q, const void* const* k, int dp, float* const* l, const char* const* pf,
+                   int pe) {
   f32x8 a0{}, a1{}, b0{}, b1{}, c0{}, c1{}, e0{}, e1{};
   const float *q0 = q[0], *q1 = q[1], *q2 = q[2], *q3 = q[3];
   const void *k0 = k[0], *k1 = k[1];
   for (int d = 0; d < dp; d += 8) {
+    if (pf) prefetch_l2(pf[0] + d * pe), prefetch_l2(pf[1] + d * pe);
     const f32x8 x0 = ld<R>(k0, d), x1 = ld<R>(k1, d);
     f32x8 y = vload(q0 + d);
     a0 = vfmadd(y, x0, a0);
@@ -261,10 +281,13 @@ inline void qk_4x2(const float* const* q, const void* const* k, int dp, float* c
 
 // la[0:4], lb[0:4] = q_a . k[0:4], q_b . k[0:4]
 template <ElemType R>
-inline void qk_2x4(const float* qa, const float* qb, const void* const* k, int dp, float* la, float* lb) {
+inline void qk_2x4(const float* qa, const float* qb, const void* const* k, int dp, float* la, float* lb,
+                   const char* const* pf, int pe) {
   f32x8 a0{}, a1{}, a2{}, a3{}, b0{}, b1{}, b2{}, b3{};
   const void *k0 = k[0], *k1 = k[1], *k2 = k[2], *k3 = k[3];
   for (int d = 0; d < dp; d += 8) {
+    if (pf)
+      for (int x = 0; x < 4; ++x) prefetch_l2(pf[x] + d * pe);
     const f32x8 x = vload(qa + d), y = vload(qb + d);
     f32x8 kv = ld<R>(k0, d);
     a0 = vfmadd(x, kv, a0);
@@ -288,9 +311,11 @@ inline void qk_2x4(const float* qa, const float* qb, const void* const* k, int d
 
 // la[0:8] = q_a . k[0:8]
 template <ElemType R>
-inline void qk_1x8(const float* qa, const void* const* k, int dp, float* la) {
+inline void qk_1x8(const float* qa, const void* const* k, int dp, float* la, const char* const* pf, int pe) {
   f32x8 a0{}, a1{}, a2{}, a3{}, a4{}, a5{}, a6{}, a7{};
   for (int d = 0; d < dp; d += 8) {
+    if (pf)
+      for (int x = 0; x < 8; ++x) prefetch_l2(pf[x] + d * pe);
     const f32x8 x = vload(qa + d);
     a0 = vfmadd(x, ld<R>(k[0], d), a0);
     a1 = vfmadd(x, ld<R>(k[1], d), a1);
@@ -306,13 +331,15 @@ inline void qk_1x8(const float* qa, const void* const* k, int dp, float* la) {
 
 // acc[r] += sum_j p[r][j] v[j] for four rows; every element accumulates keys in order.
 template <ElemType R>
-inline void pv_4rows(float* const* acc, const float* const* p, const void* const* v, int nk, int dp) {
+inline void pv_4rows(float* const* acc, const float* const* p, const void* const* v, int nk, int dp,
+                     const char* const* pf, int pe) {
   int d = 0;
   for (; d + 16 <= dp; d += 16) {
     f32x8 a0 = vload(acc[0] + d), b0 = vload(acc[1] + d), c0 = vload(acc[2] + d), e0 = vload(acc[3] + d);
     f32x8 a1 = vload(acc[0] + d + 8), b1 = vload(acc[1] + d + 8), c1 = vload(acc[2] + d + 8),
           e1 = vload(acc[3] + d + 8);
     for (int j = 0; j < nk; ++j) {
+      if (pf) prefetch_l2(pf[j] + d * pe);
       const f32x8 x0 = ld<R>(v[j], d), x1 = ld<R>(v[j], d + 8);
       f32x8 s = vsplat(p[0][j]);
       a0 = vfmadd(s, x0, a0);
@@ -333,6 +360,7 @@ inline void pv_4rows(float* const* acc, const float* const* p, const void* const
   if (d < dp) {  // dp is a multiple of 8
     f32x8 a0 = vload(acc[0] + d), b0 = vload(acc[1] + d), c0 = vload(acc[2] + d), e0 = vload(acc[3] + d);
     for (int j = 0; j < nk; ++j) {
+      if (pf) prefetch_l2(pf[j] + d * pe);
       const f32x8 x0 = ld<R>(v[j], d);
       a0 = vfmadd(vsplat(p[0][j]), x0, a0);
       b0 = vfmadd(vsplat(p[1][j]), x0, b0);
@@ -345,12 +373,13 @@ inline void pv_4rows(float* const* acc, const float* const* p, const void* const
 
 template <ElemType R>
 inline void pv_2rows(float* acc_a, float* acc_b, const float* pa, const float* pb, const void* const* v, int nk,
-                     int dp) {
+                     int dp, const char* const* pf, int pe) {
   int d = 0;
   for (; d + 32 <= dp; d += 32) {
     f32x8 a0 = vload(acc_a + d), a1 = vload(acc_a + d + 8), a2 = vload(acc_a + d + 16), a3 = vload(acc_a + d + 24);
     f32x8 b0 = vload(acc_b + d), b1 = vload(acc_b + d + 8), b2 = vload(acc_b + d + 16), b3 = vload(acc_b + d + 24);
     for (int j = 0; j < nk; ++j) {
+      if (pf) prefetch_l2(pf[j] + d * pe), prefetch_l2(pf[j] + (d + 16) * pe);
       const f32x8 x0 = ld<R>(v[j], d), x1 = ld<R>(v[j], d + 8), x2 = ld<R>(v[j], d + 16), x3 = ld<R>(v[j], d + 24);
       const f32x8 sa = vsplat(pa[j]), sb = vsplat(pb[j]);
       a0 = vfmadd(sa, x0, a0);
@@ -368,6 +397,7 @@ inline void pv_2rows(float* acc_a, float* acc_b, const float* pa, const float* p
   for (; d < dp; d += 8) {
     f32x8 a = vload(acc_a + d), b = vload(acc_b + d);
     for (int j = 0; j < nk; ++j) {
+      if (pf) prefetch_l2(pf[j] + d * pe);
       const f32x8 x = ld<R>(v[j], d);
       a = vfmadd(vsplat(pa[j]), x, a);
       b = vfmadd(vsplat(pb[j]), x, b);
@@ -377,12 +407,15 @@ inline void pv_2rows(float* acc_a, float* acc_b, const float* pa, const float* p
 }
 
 template <ElemType R>
-inline void pv_1row(float* acc, const float* p, const void* const* v, int nk, int dp) {
+inline void pv_1row(float* acc, const float* p, const void* const* v, int nk, int dp, const char* const* pf,
+                    int pe) {
   int d = 0;
   for (; d + 64 <= dp; d += 64) {
     f32x8 a[8];
     for (int i = 0; i < 8; ++i) a[i] = vload(acc + d + 8 * i);
     for (int j = 0; j < nk; ++j) {
+      if (pf)
+        for (int x = 0; x < 64; x += 16) prefetch_l2(pf[j] + (d + x) * pe);
       const f32x8 s = vsplat(p[j]);
       for (int i = 0; i < 8; ++i) a[i] = vfmadd(s, ld<R>(v[j], d + 8 * i), a[i]);
     }
@@ -390,7 +423,10 @@ inline void pv_1row(float* acc, const float* p, const void* const* v, int nk, in
   }
   for (; d < dp; d += 8) {
     f32x8 a = vload(acc + d);
-    for (int j = 0; j < nk; ++j) a = vfmadd(vsplat(p[j]), ld<R>(v[j], d), a);
+    for (int j = 0; j < nk; ++j) {
+      if (pf) prefetch_l2(pf[j] + d * pe);
+      a = vfmadd(vsplat(p[j]), ld<R>(v[j], d), a);
+    }
     vstore(acc + d, a);
   }
 }
@@ -400,12 +436,20 @@ inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // ---- one key tile for the active rows: logits, online softmax, P.V -------------
 
+inline void prefetch_rows(const char* const* rows, int begin, int end, int64_t row_bytes) {
+  for (int j = begin; j < end; ++j)
+    for (int64_t b = 0; b < row_bytes; b += 64) prefetch_l2(rows[j] + b);
+}
+
+// kn/vn: pool rows of the next tile (nn of them, padded to a multiple of 8), prefetched on the way.
 template <ElemType R>
 void attend_tile(const PagedAttentionArgs& a, const KernelConfig& c, const Workspace& ws, int na, int64_t k0,
-                 int64_t k1) {
+                 int64_t k1, const char* const* kn, const char* const* vn, int nn, int pe) {
   const int dp = c.head_dim_pad, bk = c.block_k;
   const int nk = static_cast<int>(k1 - k0);
   const int nk8 = (nk + 7) & ~7;
+  const int64_t row_bytes = static_cast<int64_t>(a.head_dim) * pe;
+  const bool pf = nn > 0;
 
   // logits, rows in groups of 4, 2, 1 (padding keys are computed, then masked)
   int i = 0;
@@ -418,7 +462,7 @@ void attend_tile(const PagedAttentionArgs& a, const KernelConfig& c, const Works
     }
     for (int j = 0; j < nk; j += 2) {
       float* lj[4] = {lr[0] + j, lr[1] + j, lr[2] + j, lr[3] + j};
-      qk_4x2<R>(qr, ws.kp + j, dp, lj);
+      qk_4x2<R>(qr, ws.kp + j, dp, lj, pf && i == 0 ? kn + j : nullptr, pe);
     }
   }
   for (; i + 2 <= na; i += 2) {
@@ -427,13 +471,15 @@ void attend_tile(const PagedAttentionArgs& a, const KernelConfig& c, const Works
     float* lb = ws.logits + static_cast<int64_t>(rb) * bk;
     for (int j = 0; j < nk; j += 4)
       qk_2x4<R>(ws.q + static_cast<int64_t>(ra) * dp, ws.q + static_cast<int64_t>(rb) * dp, ws.kp + j, dp, la + j,
-                lb + j);
+                lb + j, pf && i == 0 ? kn + j : nullptr, pe);
   }
   if (i < na) {
     const int ra = ws.active[i];
     float* la = ws.logits + static_cast<int64_t>(ra) * bk;
-    for (int j = 0; j < nk; j += 8) qk_1x8<R>(ws.q + static_cast<int64_t>(ra) * dp, ws.kp + j, dp, la + j);
+    for (int j = 0; j < nk; j += 8)
+      qk_1x8<R>(ws.q + static_cast<int64_t>(ra) * dp, ws.kp + j, dp, la + j, pf && i == 0 ? kn + j : nullptr, pe);
   }
+  if (pf && nn > nk) prefetch_rows(kn, nk, nn, row_bytes);
 
   // softcap, mask, online softmax
   const bool has_cap = a.softcap > 0.0f;
@@ -478,17 +524,18 @@ void attend_tile(const PagedAttentionArgs& a, const KernelConfig& c, const Works
   i = 0;
   for (; i + 4 <= nv; i += 4) {
     for (int x = 0; x < 4; ++x) take(x, ws.active[i + x]);
-    pv_4rows<R>(accs, ps, ws.vp, nk, dp);
+    pv_4rows<R>(accs, ps, ws.vp, nk, dp, pf && i == 0 ? vn : nullptr, pe);
   }
   for (; i + 2 <= nv; i += 2) {
     take(0, ws.active[i]);
     take(1, ws.active[i + 1]);
-    pv_2rows<R>(accs[0], accs[1], ps[0], ps[1], ws.vp, nk, dp);
+    pv_2rows<R>(accs[0], accs[1], ps[0], ps[1], ws.vp, nk, dp, pf && i == 0 ? vn : nullptr, pe);
   }
   if (i < nv) {
     take(0, ws.active[i]);
-    pv_1row<R>(accs[0], ps[0], ws.vp, nk, dp);
+    pv_1row<R>(accs[0], ps[0], ws.vp, nk, dp, pf && i == 0 ? vn : nullptr, pe);
   }
+  if (pf) prefetch_rows(vn, nv > 0 ? nk : 0, nn, row_bytes);
 }
 
 // ---- one work item: (query tile, kv head, key partition) -----------------------
@@ -501,10 +548,11 @@ void run_item_t(const PagedAttentionArgs& a, const KernelConfig& c, const TilePl
   const int rows = nq * G;
   const int64_t H = a.num_heads;
   const int esz = elem_size(E);
-  // Rows read in place when each is used by at most 4 query rows (one pass of
-  // the 4-row kernels, so nothing is converted twice); otherwise converted
-  // once per tile into f32 scratch. Padding to head_dim_pad needs the scratch.
-  const bool in_place = dp == D && (E == ElemType::f32 || rows <= 4);
+  // f16/bf16 rows are converted on the fly when at most 16 query rows use them
+  // (measured: re-converting in up to four 4-row passes beats storing f32
+  // scratch, which is store-bound); bigger items (prefill tiles) convert each
+  // tile once into scratch. Padding to head_dim_pad needs the scratch.
+  const bool in_place = dp == D && (E == ElemType::f32 || rows <= 16);
 
   for (int j = 0; j < nq; ++j) {
     for (int g = 0; g < G; ++g) {
@@ -549,48 +597,58 @@ void run_item_t(const PagedAttentionArgs& a, const KernelConfig& c, const TilePl
       pos += n;
     }
   };
-  // Paged rows defeat the hardware prefetchers (a kv head's rows are
-  // num_kv_heads * head_dim apart, blocks are scattered), so the rows of the
-  // tile after next are requested while this one is computed.
-  auto prefetch_keys = [&](int64_t k0, int64_t k1) {
-    for_key_rows(k0, k1, [&](int64_t, const char* kr, const char* vr) {
-      for (int64_t b = 0; b < row_bytes; b += 64) {
-        __builtin_prefetch(kr + b);
-        __builtin_prefetch(vr + b);
-      }
+  // Raw pool rows of the current and the next tile; the next tile's rows are
+  // prefetched while the current one is computed (see the micro kernels).
+  const char** cur_k = ws.kraw;
+  const char** cur_v = ws.vraw;
+  const char** nxt_k = ws.kraw + (bk + 8);
+  const char** nxt_v = ws.vraw + (bk + 8);
+  auto gather = [&](int64_t k0, int64_t k1, const char** kr, const char** vr) {
+    for_key_rows(k0, k1, [&](int64_t j, const char* krow, const char* vrow) {
+      kr[j] = krow;
+      vr[j] = vrow;
     });
+    const int n = static_cast<int>(k1 - k0);
+    for (int j = n; j < ((n + 7) & ~7); ++j) kr[j] = kr[0], vr[j] = vr[0];
+    return n;
   };
   const int64_t first_tile = (lo / bk) * bk;
-  prefetch_keys(lo, min64(hi, first_tile + 2 * bk));
+  const int n_first = gather(lo, min64(hi, first_tile + bk), cur_k, cur_v);
+  prefetch_rows(cur_k, 0, n_first, row_bytes);
+  prefetch_rows(cur_v, 0, n_first, row_bytes);
 
   for (int64_t kt = first_tile; kt < hi; kt += bk) {
     const int64_t k0 = max64(kt, lo), k1 = min64(kt + bk, hi);
-    if (k1 <= k0) continue;
-    prefetch_keys(min64(hi, kt + 2 * bk), min64(hi, kt + 3 * bk));
+    const int nk = static_cast<int>(k1 - k0);
+    const int n_next = kt + bk < hi ? gather(kt + bk, min64(hi, kt + 2 * bk), nxt_k, nxt_v) : 0;
 
     int na = 0;
     for (int r = 0; r < rows; ++r)
       if (max64(ws.vis_lo[r], k0) < min64(ws.vis_hi[r], k1)) ws.active[na++] = r;
-    if (na == 0) continue;
-
-    for_key_rows(k0, k1, [&](int64_t j, const char* krow, const char* vrow) {
-      if (in_place) {
-        ws.kp[j] = krow;
-        ws.vp[j] = vrow;
-      } else {
-        float* kd = ws.k + j * dp;
-        float* vd = ws.v + j * dp;
-        convert_row<E>(krow, D, dp, 1.0f, kd);
-        convert_row<E>(vrow, D, dp, 1.0f, vd);
-        ws.kp[j] = kd;
-        ws.vp[j] = vd;
+    if (na > 0) {
+      for (int j = 0; j < nk; ++j) {
+        if (in_place) {
+          ws.kp[j] = cur_k[j];
+          ws.vp[j] = cur_v[j];
+        } else {
+          float* kd = ws.k + static_cast<int64_t>(j) * dp;
+          float* vd = ws.v + static_cast<int64_t>(j) * dp;
+          convert_row<E>(cur_k[j], D, dp, 1.0f, kd);
+          convert_row<E>(cur_v[j], D, dp, 1.0f, vd);
+          ws.kp[j] = kd;
+          ws.vp[j] = vd;
+        }
       }
-    });
-    const int nk = static_cast<int>(k1 - k0);
-    for (int j = nk; j < ((nk + 7) & ~7); ++j) ws.kp[j] = ws.kp[0];
-
-    if (in_place) attend_tile<E>(a, c, ws, na, k0, k1);
-    else attend_tile<ElemType::f32>(a, c, ws, na, k0, k1);
+      for (int j = nk; j < ((nk + 7) & ~7); ++j) ws.kp[j] = ws.kp[0];
+      if (in_place) attend_tile<E>(a, c, ws, na, k0, k1, nxt_k, nxt_v, n_next, esz);
+      else attend_tile<ElemType::f32>(a, c, ws, na, k0, k1, nxt_k, nxt_v, n_next, esz);
+    } else if (n_next > 0) {
+      prefetch_rows(nxt_k, 0, n_next, row_bytes);
+      prefetch_rows(nxt_v, 0, n_next, row_bytes);
+    }
+    const char** tk = cur_k;
+    const char** tv = cur_v;
+    cur_k = nxt_k, cur_v = nxt_v, nxt_k = tk, nxt_v = tv;
   }
 
   if (t.num_parts > 1) {
