@@ -95,7 +95,10 @@ void paged_attention(const PagedAttentionArgs& a) {
     const int32_t q0 = decode ? s : a.query_start_loc[s];
     const int32_t n = decode ? 1 : a.query_start_loc[s + 1] - q0;
     const int32_t ctx = a.context_lens[s];
-    if (n <= 0 || n > ctx) continue;  // validated by the caller; nothing to compute
+    // The caller validated the metadata; these guards only make sure that bad
+    // metadata can never address q, out or the block table out of bounds.
+    if (n <= 0 || n > ctx || q0 < 0 || static_cast<int64_t>(q0) + n > a.num_tokens) continue;
+    if (static_cast<int64_t>(ctx) > static_cast<int64_t>(a.max_blocks) * a.block_size) continue;
     const bool split = n <= AttentionTiling::kSplitMaxQueries;
     for (int32_t j0 = 0; j0 < n; j0 += cfg.block_q) {
       const int32_t j1 = std::min(n, j0 + cfg.block_q);
