@@ -271,3 +271,16 @@ def test_shapeless_compile_across_batch_sizes():
         q = mx.array(random_q(rng, num_seqs, 8, 64, "float32"))
         bt, cl = mx.array(batch.block_tables), mx.array(batch.context_lens)
         assert same_bits(step(q, kc, vc, bt, cl), paged_attention_decode(q, kc, vc, bt, cl, 0.1))
+
+
+def test_strided_metadata_arrays():
+    """block_tables / context_lens given as strided views are read correctly."""
+    rng = np.random.default_rng(11)
+    batch = make_paged(rng, [9, 40, 3], 2, 64, 8)
+    kc, vc = batch.mx_caches()
+    q = mx.array(random_q(rng, 3, 4, 64, "float32"))
+    bt_view = mx.array(np.ascontiguousarray(batch.block_tables.T)).T  # transposed view
+    cl_view = mx.array(np.repeat(batch.context_lens, 2))[::2]  # stride-2 view
+    a = paged_attention_decode(q, kc, vc, bt_view, cl_view, 0.125)
+    b = paged_attention_decode(q, kc, vc, batch.block_tables, batch.context_lens, 0.125)
+    assert same_bits(a, b)
