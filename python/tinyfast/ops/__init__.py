@@ -1,5 +1,6 @@
-"""Native ops as MLX primitives."""
+"""Native ops as MLX primitives (lazy, usable inside ``mx.compile``)."""
 
+from tinyfast.ops.attention import paged_attention_decode, paged_attention_prefill, write_kv
 from tinyfast.ops.quant import QuantizedWeight, dequantize, qmatmul
 
-__all__ = ["QuantizedWeight", "dequantize", "qmatmul"]
+__all__ = ["QuantizedWeight", "dequantize", "paged_attention_decode", "paged_attention_prefill", "qmatmul", "write_kv"]
