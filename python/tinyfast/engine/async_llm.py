@@ -82,10 +82,20 @@ class AsyncLLM:
                 self._wake.notify()
 
     def shutdown(self) -> None:
+        """Stops the engine thread and aborts what is left, so no KV block stays taken."""
         with self._lock:
             self._stopping = True
             self._wake.notify()
         self._thread.join(timeout=60)
+        if self._thread.is_alive():
+            raise RuntimeError("the engine thread did not stop within 60 s")
+        with self._lock:
+            waiters, self._queues = list(self._queues.values()), {}
+            self._pending_adds, self._pending_aborts = [], []
+        for rid in list(self.engine.requests):
+            self.engine.abort_request(rid)
+        for loop, queue in waiters:
+            _deliver(loop, queue, EngineDeadError("the engine was shut down"))
 
     @property
     def num_requests(self) -> int:
