@@ -1,0 +1,5 @@
+"""Native ops as MLX primitives (lazy, usable inside ``mx.compile``)."""
+
+from tinyfast.ops.attention import paged_attention_decode, paged_attention_prefill, write_kv
+
+__all__ = ["write_kv", "paged_attention_decode", "paged_attention_prefill"]
