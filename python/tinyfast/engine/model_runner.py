@@ -1,0 +1,144 @@
+"""ModelRunner: the KV pools, one scheduler step -> one forward -> logits.
+
+``execute(out)`` takes a ``tinyfast.core.SchedulerOutput`` (or anything with the
+same attributes as NumPy arrays), performs its copy-on-write block copies, builds
+the flat batch as MLX arrays and runs one forward over every scheduled token
+(prefill chunks, prefix-cache continuations and decode tokens together). It
+returns float32 logits at ``out.logits_indices`` only, evaluated.
+
+Pure-decode steps (one token per sequence) run a forward traced once with
+``mx.compile`` per (batch bucket, block-table width bucket), like CUDA-graph
+capture sizes: the batch is padded to the bucket with slot -1 (``write_kv``
+skips it, so padding never touches the KV pools) and a one-token context in
+block 0 (read-only; the padded rows' outputs are dropped). Every op works per
+row (rms_norm, qmatmul with per-row activation quantization, paged attention),
+so padding cannot change a real row's result. Mixed steps run eagerly: their
+cost is dominated by prefill compute, and shapes vary too much to trace.
+"""
+
+from __future__ import annotations
+
+import time
+
+import mlx.core as mx
+import numpy as np
+
+from tinyfast.layers import AttentionMetadata
+from tinyfast.ops import write_kv
+
+_DECODE_BUCKETS = (1, 2, 4, 8)
+
+
+def decode_bucket(n: int) -> int:
+    """Padded batch size of a decode step: 1, 2, 4, 8, then multiples of 8."""
+    for b in _DECODE_BUCKETS:
+        if n <= b:
+            return b
+    return -(-n // 8) * 8
+
+
+def width_bucket(n: int) -> int:
+    """Padded block-table width: the next power of two (kernels walk only a row's used blocks)."""
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+class ModelRunner:
+    def __init__(self, model, num_blocks: int, block_size: int, kv_dtype=mx.float16, *,
+                 compile_decode: bool = True):
+        cfg = model.config
+        if cfg.v_head_dim != cfg.head_dim:
+            raise ValueError(f"K and V head sizes differ ({cfg.head_dim} vs {cfg.v_head_dim}); not supported")
+        if num_blocks <= 0 or block_size <= 0:
+            raise ValueError(f"num_blocks and block_size must be positive, got {num_blocks} and {block_size}")
+        self.model = model
+        self.num_blocks, self.block_size, self.kv_dtype = num_blocks, block_size, kv_dtype
+        self.vocab_size = cfg.vocab_size
+        shape = (num_blocks, block_size, cfg.n_kv_heads, cfg.head_dim)
+        # One array per layer and per K/V: write_kv needs row-contiguous pools it can
+        # write in place (an integer index into one big array would gather a copy).
+        self.kv_caches = [(mx.zeros(shape, dtype=kv_dtype), mx.zeros(shape, dtype=kv_dtype))
+                          for _ in range(cfg.n_layers)]
+        mx.eval(self.kv_caches)
+        self._decode = mx.compile(self._decode_forward) if compile_decode else None
+        self.last_host_time = 0.0
+        """Seconds of the last ``execute`` spent in Python building the batch and graph."""
+        self.last_step_time = 0.0
+        """Seconds of the whole last ``execute`` (host + evaluation)."""
+
+    @staticmethod
+    def kv_cache_bytes_per_block(model_config, block_size: int, kv_dtype=mx.float16) -> int:
+        """Bytes of one block across every layer's K and V pools."""
+        c = model_config
+        return c.n_layers * block_size * c.n_kv_heads * (c.head_dim + c.v_head_dim) * kv_dtype.size
+
+    # ------------------------------------------------------------------ step
+
+    def execute(self, out) -> mx.array:
+        t0 = time.perf_counter()
+        copies = np.asarray(out.block_copies)
+        if copies.size:
+            self._copy_blocks(copies)
+        num_tokens = len(out.token_ids)
+        if num_tokens == 0:
+            return mx.zeros((0, self.vocab_size), dtype=mx.float32)
+        nst = np.asarray(out.num_scheduled_tokens)
+        if self._decode is not None and (nst == 1).all():
+            logits = self._execute_decode(out)
+            written = ()
+        else:
+            logits, written = self._execute_mixed(out)
+        t1 = time.perf_counter()
+        mx.eval(logits, written)
+        self.last_host_time = t1 - t0
+        self.last_step_time = time.perf_counter() - t0
+        return logits
+
+    def _execute_mixed(self, out):
+        tables = np.asarray(out.block_tables, dtype=np.int32)
+        if tables.shape[1] == 0:
+            tables = np.full((tables.shape[0], 1), -1, np.int32)
+        meta = AttentionMetadata(
+            slot_mapping=mx.array(np.asarray(out.slot_mapping, dtype=np.int32)),
+            block_tables=mx.array(tables),
+            context_lens=mx.array(np.asarray(out.context_lens, dtype=np.int32)),
+            query_start_loc=mx.array(np.asarray(out.query_start_loc, dtype=np.int32)),
+        )
+        return self.model(mx.array(np.asarray(out.token_ids, dtype=np.int32)),
+                          mx.array(np.asarray(out.positions, dtype=np.int32)), meta, self.kv_caches,
+                          mx.array(np.asarray(out.logits_indices, dtype=np.int32)))
+
+    def _execute_decode(self, out) -> mx.array:
+        n = len(out.token_ids)
+        b = decode_bucket(n)
+        src = np.asarray(out.block_tables, dtype=np.int32)
+        tables = np.full((b, width_bucket(max(src.shape[1], 1))), -1, dtype=np.int32)
+        tables[:n, : src.shape[1]] = src
+        tables[n:, 0] = 0  # padding rows: a one-token context in block 0, read only
+        tokens, positions = np.zeros(b, np.int32), np.zeros(b, np.int32)
+        slots, lens = np.full(b, -1, np.int32), np.ones(b, np.int32)
+        tokens[:n], positions[:n] = out.token_ids, out.positions
+        slots[:n], lens[:n] = out.slot_mapping, out.context_lens
+        logits = self._decode(mx.array(tokens), mx.array(positions), mx.array(slots), mx.array(tables),
+                              mx.array(lens), self.kv_caches)
+        idx = np.asarray(out.logits_indices, dtype=np.int32)
+        if len(idx) == n and (idx == np.arange(n)).all():
+            return logits[:n] if n < b else logits
+        return mx.take(logits, mx.array(idx), axis=0)
+
+    def _decode_forward(self, tokens, positions, slots, tables, lens, caches):
+        meta = AttentionMetadata(slot_mapping=slots, block_tables=tables, context_lens=lens)
+        logits, _ = self.model(tokens, positions, meta, caches)
+        return logits
+
+    def _copy_blocks(self, copies: np.ndarray) -> None:
+        """Copy-on-write: block ``src`` -> block ``dst`` in every pool, in place (via write_kv)."""
+        src = mx.array(copies[:, 0].astype(np.int32))
+        bs = self.block_size
+        slots = mx.array((copies[:, 1].astype(np.int64)[:, None] * bs + np.arange(bs)).reshape(-1).astype(np.int32))
+        written = []
+        for k_pool, v_pool in self.kv_caches:
+            rows = (-1, *k_pool.shape[2:])
+            k = mx.take(k_pool, src, axis=0).reshape(rows)
+            v = mx.take(v_pool, src, axis=0).reshape(rows)
+            written.append(write_kv(k, v, k_pool, v_pool, slots))
+        mx.eval(written)

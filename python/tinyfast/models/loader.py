@@ -1,0 +1,50 @@
+"""``load_model(path)``: a GGUF file or a HuggingFace directory -> (model, tokenizer)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tinyfast.loaders import GGUFFile, ModelFormatError
+from tinyfast.loaders.safetensors import SafetensorsDir, read_config
+from tinyfast.models.base import CausalLM
+from tinyfast.models.config import gguf_model_options, hf_model_config
+from tinyfast.models.registry import model_class
+from tinyfast.models.weights import gguf_weights, hf_weights
+from tinyfast.tokenizer import Tokenizer
+
+
+def load_gguf(path: str | os.PathLike) -> tuple[CausalLM, Tokenizer]:
+    g = GGUFFile(path)
+    cfg = g.model_config()
+    weights = gguf_weights(g)
+    weights.materialize()
+    model = model_class(cfg.architecture)(cfg, gguf_model_options(g, cfg), weights)
+    tokenizer = Tokenizer.from_gguf_metadata(g.metadata)
+    g.close()  # the weight arrays keep the mapping alive
+    return model, tokenizer
+
+
+def load_hf(path: str | os.PathLike) -> tuple[CausalLM, Tokenizer | None]:
+    config = read_config(path)
+    cfg, opts = hf_model_config(config)
+    st = SafetensorsDir(path)
+    weights = hf_weights(st, cfg.architecture, config)
+    if "output.weight" not in weights and not cfg.tie_word_embeddings:
+        raise ModelFormatError(f"{path}: no lm_head.weight and tie_word_embeddings is false")
+    weights.materialize()
+    model = model_class(cfg.architecture)(cfg, opts, weights)
+    st.close()
+    tokenizer = Tokenizer.from_hf_dir(path) if (Path(path) / "tokenizer.json").is_file() else None
+    return model, tokenizer
+
+
+def load_model(path_or_dir: str | os.PathLike) -> tuple[CausalLM, Tokenizer | None]:
+    """A model and its tokenizer from a ``.gguf`` file or a HuggingFace checkpoint directory
+    (config.json + safetensors; the tokenizer is None when the directory has no tokenizer.json)."""
+    p = Path(path_or_dir)
+    if p.is_dir():
+        return load_hf(p)
+    if p.is_file():
+        return load_gguf(p)
+    raise FileNotFoundError(f"no model at {path_or_dir}")
