@@ -82,6 +82,84 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-kv-blocks", type=int, default=None)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from tinyfast.server import serve
+    except ImportError as e:  # pragma: no cover - the server dependencies are regular dependencies
+        print(f"tinyfast serve: missing a server dependency ({e.name}); pip install fastapi uvicorn "
+              "prometheus-client", file=sys.stderr)
+        return 1
+    from tinyfast.default_model import DefaultModelMissingError
+
+    engine_args = {name: getattr(args, name) for name in _ENGINE_ARGS if getattr(args, name) is not None}
+    if args.no_prefix_caching:
+        engine_args["enable_prefix_caching"] = False
+    origins = [o.strip() for o in (args.allowed_origins or "").split(",") if o.strip()]
+    try:
+        serve(args.model, host=args.host, port=args.port, api_key=args.api_key or None,
+              allowed_origins=origins or None, served_model_name=args.served_model_name,
+              max_queue=args.max_queue, max_body_bytes=args.max_body_bytes, warmup=not args.no_warmup,
+              log_level=args.log_level, **engine_args)
+    except KeyboardInterrupt:
+        return 130
+    except (DefaultModelMissingError, FileNotFoundError, ValueError, OSError) as e:
+        print(f"tinyfast serve: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+_ENGINE_ARGS = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "num_kv_blocks",
+                "kv_cache_memory_fraction", "kv_cache_dtype")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _add_serve(sub) -> None:
+    import os
+
+    p = sub.add_parser(
+        "serve", help="OpenAI- and Ollama-compatible HTTP server",
+        description="Serve a model over HTTP: OpenAI (/v1/completions, /v1/chat/completions, /v1/models), "
+                    "Ollama (/api/generate, /api/chat, /api/tags, /api/show, /api/version), /health, /metrics.")
+    p.add_argument("model", nargs="?", default=None,
+                   help="a .gguf file or a HuggingFace model directory (default: the bundled Gemma 3 270M)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; 0.0.0.0 exposes the server to the network)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0: any free port)")
+    p.add_argument("--api-key", default=os.environ.get("TINYFAST_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' on every route but /health "
+                        "(default: $TINYFAST_API_KEY, else none)")
+    p.add_argument("--allowed-origins", default=None,
+                   help="comma-separated CORS origins (e.g. http://localhost:3000); CORS is off without it")
+    p.add_argument("--served-model-name", default=None,
+                   help="the model id clients send (default: the file or directory name)")
+    p.add_argument("--max-queue", type=_positive_int, default=256,
+                   help="requests in flight (running + waiting) before new ones get 429 with Retry-After "
+                        "(default: 256)")
+    p.add_argument("--max-body-bytes", type=_positive_int, default=8 * 2**20, help="request body size limit, larger bodies get 413 (default: 8 MiB)")
+    p.add_argument("--no-warmup", action="store_true", help="skip the warmup request at start")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="(default: info)")
+    e = p.add_argument_group("engine")
+    e.add_argument("--max-num-seqs", type=_positive_int, default=None, help="sequences per step (default 64)")
+    e.add_argument("--max-num-batched-tokens", type=_positive_int, default=None,
+                   help="tokens per step (default 512)")
+    e.add_argument("--max-model-len", type=_positive_int, default=None,
+                   help="context length (default: the model's, capped by the KV pool)")
+    e.add_argument("--num-kv-blocks", type=_positive_int, default=None,
+                   help="KV pool size in blocks (default: from free memory)")
+    e.add_argument("--kv-cache-memory-fraction", type=float, default=None,
+                   help="fraction of free memory for the KV pool (default 0.2)")
+    e.add_argument("--kv-cache-dtype", choices=["float16", "bfloat16", "float32"], default=None,
+                   help="(default: float16)")
+    e.add_argument("--no-prefix-caching", action="store_true", help="disable the prefix cache")
+    p.set_defaults(func=_cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinyfast", description="Fast local LLM inference on MLX.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -89,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_info = sub.add_parser("info", help="version, CPU features, MLX device and memory")
     p_info.add_argument("--json", action="store_true", help="machine-readable output")
     p_info.set_defaults(func=_cmd_info)
+    _add_serve(sub)
     p_gen = sub.add_parser("generate", help="stream a completion of PROMPT to the terminal")
     p_gen.add_argument("prompt", help="the text to continue")
     _add_model_args(p_gen)
