@@ -214,7 +214,9 @@ class LLMEngine:
         k = len(seqs)
         params = [r.params for r, _ in seqs]
         f32 = lambda name: np.fromiter((getattr(p, name) for p in params), np.float32, k)  # noqa: E731
-        top_k = np.fromiter((max(p.top_k, 0) for p in params), np.int32, k)
+        # Any top_k >= vocab means "off"; clamping keeps a huge value from overflowing int32 (an
+        # OverflowError here would kill the engine thread for every request).
+        top_k = np.fromiter((min(max(p.top_k, 0), 2**31 - 1) for p in params), np.int32, k)
         states = np.stack([s.rng_state for _, s in seqs])
         empty = np.zeros(0, np.int32)
         prompts = [r.prompt_array if r.params.uses_history else empty for r, _ in seqs]

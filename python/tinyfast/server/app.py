@@ -20,8 +20,9 @@ import tinyfast
 from tinyfast.engine.async_llm import AsyncLLM
 from tinyfast.sampling_params import SamplingParams
 from tinyfast.server import ollama_api, openai_api
-from tinyfast.server.errors import error_responses, install_error_handlers
+from tinyfast.server.errors import ErrorResponse, error_responses, install_error_handlers
 from tinyfast.server.generation import ServerState
+from tinyfast.server.openai_protocol import ChatCompletionChunk, CompletionChunk
 from tinyfast.server.middleware import GuardMiddleware, HTTPMetrics, OllamaJSONBody
 
 log = logging.getLogger("tinyfast.server")
@@ -130,7 +131,12 @@ def _openapi(app: FastAPI, state: ServerState) -> dict[str, Any]:
     from fastapi.openapi.utils import get_openapi
 
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    comps = schema.get("components", {}).get("schemas", {})
+    comps = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in (CompletionChunk, ChatCompletionChunk, ErrorResponse):  # referenced by the SSE event schemas
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in body.pop("$defs", {}).items():
+            comps.setdefault(name, definition)
+        comps.setdefault(model.__name__, body)
     for name in ("CompletionRequest", "ChatCompletionRequest"):
         props = comps.get(name, {}).get("properties", {})
         if "model" in props:

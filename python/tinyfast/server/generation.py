@@ -70,6 +70,9 @@ class ServerState:
     @contextlib.contextmanager
     def admit(self, count: int = 1):
         """Holds `count` places of the bounded queue; 429 with Retry-After when they are not free."""
+        if self.async_llm.dead is not None:
+            raise APIError(500, "the engine stopped after an internal error; restart the server",
+                           type="server_error", code="engine_dead")
         if count > self.max_queue:
             raise bad_request(f"{count} prompts in one request but the server queue holds {self.max_queue}",
                               param="prompt")

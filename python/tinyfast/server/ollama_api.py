@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, AsyncIterator, Literal, Union
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import tinyfast
 from tinyfast.outputs import RequestOutput
@@ -28,6 +28,7 @@ from tinyfast.server.generation import (
     streamed,
     unless_disconnected,
 )
+from tinyfast.server.openai_protocol import WHOLE
 
 router = APIRouter(prefix="/api")
 
@@ -47,12 +48,12 @@ NonEmptyStr = Annotated[str, Field(min_length=1)]
 class Options(_Request):
     """The sampling options tinyfast honours; other Ollama options (num_ctx, num_thread, ...) are ignored."""
 
-    num_predict: int | None = Field(None, ge=-2, description="-1 or -2: up to the context length; 0: nothing")
+    num_predict: Annotated[int, Field(ge=-2), WHOLE] | None = Field(None, description="-1 or -2: up to the context length; 0: nothing")
     temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_k: int | None = Field(None, ge=-1)
+    top_k: Annotated[int, Field(ge=-1), WHOLE] | None = None
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     min_p: float | None = Field(None, ge=0.0, le=1.0)
-    seed: int | None = None
+    seed: Annotated[int, WHOLE] | None = None
     stop: Union[NonEmptyStr, Annotated[list[NonEmptyStr], Field(max_length=16)], None] = None
     repeat_penalty: float | None = Field(None, gt=0.0, le=10.0)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
@@ -81,8 +82,15 @@ class ChatRequest(_Request):
 
 
 class ShowRequest(_Request):
-    model: str | None = None
-    name: str | None = Field(None, description="old name of `model`")
+    model: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_name(cls, data: Any) -> Any:
+        # Older Ollama clients send `name`.
+        if isinstance(data, dict) and "model" not in data and isinstance(data.get("name"), str):
+            return {**data, "model": data["name"]}
+        return data
 
 
 class ModelDetails(BaseModel):
@@ -330,10 +338,7 @@ async def api_ps(request: Request) -> TagsResponse:
 @router.post("/show", response_model=ShowResponse, responses=error_responses(400, 401, 404, 413, ollama=True))
 async def api_show(body: ShowRequest, request: Request) -> ShowResponse:
     state = _state(request)
-    name = body.model or body.name
-    if not name:
-        raise bad_request("model is required", param="model")
-    _check(state, body, name)
+    _check(state, body, body.model)
     template = state.tokenizer.chat_template_source or ""
     return ShowResponse(modelfile=f"# served by tinyfast\nFROM {state.model_id}\n", parameters="",
                         template=template, details=_details(state),

@@ -25,20 +25,28 @@ from tinyfast.server.generation import (
     unless_disconnected,
 )
 from tinyfast.server.openai_protocol import (
+    ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    CompletionChunk,
     CompletionRequest,
     CompletionResponse,
     ModelCard,
     ModelList,
     extra_fields,
+    sse_event_schema,
 )
 
 router = APIRouter()
 
 SSE = "text/event-stream"
-_STREAM_DOC = {"description": "JSON, or with `stream: true` server-sent events ending with `data: [DONE]`",
-               "content": {SSE: {"schema": {"type": "string"}}}}
+
+
+def _stream_doc(chunk) -> dict:
+    return {"description": "JSON, or with `stream: true` server-sent events ending with `data: [DONE]`",
+            "content": {SSE: {"schema": sse_event_schema(chunk)}}}
+
+
 _GENERATION_ERRORS = error_responses(400, 401, 413, 429, 500)
 
 # Fields OpenAI defines that would change the result if silently ignored.
@@ -143,7 +151,8 @@ async def get_model(model: str, request: Request) -> ModelCard:
 # --- /v1/completions ------------------------------------------------------------------------------
 
 
-@router.post("/v1/completions", response_model=CompletionResponse, responses={200: _STREAM_DOC, **_GENERATION_ERRORS})
+@router.post("/v1/completions", response_model=CompletionResponse,
+             responses={200: _stream_doc(CompletionChunk), **_GENERATION_ERRORS})
 async def completions(body: CompletionRequest, request: Request):
     state = _state(request)
     state.check_model(body.model)
@@ -268,13 +277,14 @@ class _Completion:
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse,
-             responses={200: _STREAM_DOC, **_GENERATION_ERRORS})
+             responses={200: _stream_doc(ChatCompletionChunk), **_GENERATION_ERRORS})
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     state = _state(request)
     state.check_model(body.model)
     _refuse_unsupported(body)
     if body.top_logprobs is not None and not body.logprobs:
-        raise bad_request("top_logprobs needs logprobs: true", param="top_logprobs")
+        raise bad_request("top_logprobs needs logprobs: true", param="top_logprobs",
+                          code="invalid_parameter_combination")
     messages = []
     for m in body.messages:
         content = m.content if isinstance(m.content, str) else "\n".join(p.text for p in m.content)

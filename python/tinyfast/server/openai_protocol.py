@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from tinyfast.sampling_params import MAX_LOGPROBS
 
@@ -20,8 +20,21 @@ MAX_N = 16
 MAX_STOP = 16
 MAX_PROMPTS = 32
 
+
+
+def _whole_number(value: Any) -> Any:
+    # JSON Schema's "integer" includes 12.0; strict pydantic would refuse it.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+WHOLE = BeforeValidator(_whole_number)
+"""After the constraints in `Annotated[int, Field(ge=...), WHOLE]`: an integer field that also
+accepts whole floats (1.0), never strings or booleans. (Placed before them, pydantic would publish
+the bounds as non-standard `ge`/`le` keywords instead of `minimum`/`maximum`.)"""
 NonEmptyStr = Annotated[str, Field(min_length=1)]
-TokenId = Annotated[int, Field(ge=0)]
+TokenId = Annotated[int, Field(ge=0), WHOLE]
 StopField = Union[NonEmptyStr, Annotated[list[NonEmptyStr], Field(max_length=MAX_STOP)], None]
 
 
@@ -37,15 +50,15 @@ class _SamplingFields(_Request):
     """Sampling fields shared by both generation routes (OpenAI names, plus vLLM's extras)."""
 
     model: str = Field(description="a model id from GET /v1/models")
-    n: int = Field(1, ge=1, le=MAX_N)
+    n: Annotated[int, Field(ge=1, le=MAX_N), WHOLE] = 1
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=-1, description="0 or -1: off (vLLM extension)")
+    top_k: Annotated[int, Field(ge=-1), WHOLE] | None = Field(None, description="0 or -1: off (vLLM extension)")
     min_p: float | None = Field(None, ge=0.0, le=1.0, description="vLLM extension")
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     repetition_penalty: float | None = Field(None, gt=0.0, le=10.0, description="vLLM extension")
-    seed: int | None = Field(None, description="any integer; taken modulo 2**64")
+    seed: Annotated[int, WHOLE] | None = Field(None, description="any integer; taken modulo 2**64")
     stop: StopField = None
     stop_token_ids: Annotated[list[TokenId], Field(max_length=MAX_STOP)] | None = None
     ignore_eos: bool = False
@@ -63,9 +76,9 @@ class CompletionRequest(_SamplingFields):
         Annotated[list[TokenId], Field(min_length=1)],
         Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1, max_length=MAX_PROMPTS)],
     ]
-    max_tokens: int | None = Field(16, ge=1, description="default 16; null: up to the context length")
+    max_tokens: Annotated[int, Field(ge=1), WHOLE] | None = Field(16, description="default 16; null: up to the context length")
     echo: bool = False
-    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS), WHOLE] | None = None
 
 
 class TextPart(_Request):
@@ -81,10 +94,10 @@ class ChatMessage(_Request):
 
 class ChatCompletionRequest(_SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    max_tokens: int | None = Field(None, ge=1, description="deprecated alias of max_completion_tokens")
-    max_completion_tokens: int | None = Field(None, ge=1, description="null: up to the context length")
+    max_tokens: Annotated[int, Field(ge=1), WHOLE] | None = Field(None, description="deprecated alias of max_completion_tokens")
+    max_completion_tokens: Annotated[int, Field(ge=1), WHOLE] | None = Field(None, description="null: up to the context length")
     logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS), WHOLE] | None = None
 
 
 # --- responses -----------------------------------------------------------------------------------
@@ -174,3 +187,58 @@ class ModelList(BaseModel):
 
 def extra_fields(req: BaseModel) -> dict[str, Any]:
     return dict(req.model_extra or {})
+
+
+# --- stream chunks (SSE events `data: <chunk>`, then `data: [DONE]`) --------------------------
+
+
+class CompletionChunkChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None = None
+    finish_reason: Literal["stop", "length"] | None = None
+
+
+class CompletionChunk(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChunkChoice]
+    usage: Usage | None = None
+
+
+class ChatDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: ChatDelta
+    logprobs: ChatLogprobs | None = None
+    finish_reason: Literal["stop", "length"] | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
+def sse_event_schema(chunk: type[BaseModel]) -> dict[str, Any]:
+    """One server-sent event (OpenAPI 3.1: a sequential media type's `schema` describes each event):
+    `data` is a JSON chunk, an in-band error, or the final `[DONE]`."""
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {"data": {"anyOf": [
+            {"const": "[DONE]"},
+            {"type": "string", "contentMediaType": "application/json",
+             "contentSchema": {"anyOf": [{"$ref": f"#/components/schemas/{chunk.__name__}"},
+                                         {"$ref": "#/components/schemas/ErrorResponse"}]}},
+        ]}},
+    }
