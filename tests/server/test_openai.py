@@ -220,7 +220,7 @@ def test_sse_framing_and_utf8(live, model_id, idle):
 def test_extreme_but_valid_values_do_not_break_the_engine(client, model_id, engine, idle):
     # top_k far beyond the vocabulary means "off"; it once overflowed int32 in the engine thread,
     # which killed the engine for every request (found by the schemathesis run).
-    r = client.completions.create(model=model_id, prompt="Hi", max_tokens=2, top_k=10**22, seed=-5,
-                                  n=2, temperature=2.0, presence_penalty=-2, repetition_penalty=10.0)
+    r = client.completions.create(model=model_id, prompt="Hi", max_tokens=2, seed=-5, n=2, temperature=2.0,
+                                  presence_penalty=-2, extra_body={"top_k": 10**22, "repetition_penalty": 10.0})
     assert len(r.choices) == 2
     assert engine.dead is None
