@@ -9,7 +9,9 @@ outputs stream through its own asyncio queue.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
+import weakref
 from typing import Any, AsyncIterator, Sequence
 
 from tinyfast.engine.llm_engine import LLMEngine
@@ -35,6 +37,9 @@ class AsyncLLM:
         self.dead: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="tinyfast-engine", daemon=True)
         self._thread.start()
+        # Stop the thread before the interpreter finalizes even if nobody called shutdown (see
+        # _release_compiled); a weak reference, so this does not keep the engine alive.
+        atexit.register(_shutdown_at_exit, weakref.ref(self))
 
     @classmethod
     def from_model(cls, model: str | None = None, **engine_args: Any) -> "AsyncLLM":
@@ -120,6 +125,23 @@ class AsyncLLM:
         return True
 
     def _loop(self) -> None:
+        try:
+            self._run()
+        finally:
+            self._release_compiled()
+
+    def _release_compiled(self) -> None:
+        # mx.compile caches traces per thread and the entries hold Python objects. This thread's
+        # cache is destroyed after the thread function returns; when that races the interpreter's
+        # finalization (process exit right after shutdown), MLX takes the GIL from a C++
+        # thread-exit destructor and the process aborts ("terminate called without an active
+        # exception", exit code 134). Dropping the compiled functions here, on this thread, empties
+        # the cache while Python is alive; the runner decodes eagerly if driven again.
+        runner = getattr(self.engine, "runner", None)
+        if getattr(runner, "_decode", None) is not None:
+            runner._decode = None
+
+    def _run(self) -> None:
         while self._take_pending():
             try:
                 outputs = self.engine.step()
@@ -141,6 +163,12 @@ class AsyncLLM:
             for (loop, queue), out in deliveries:
                 if not _deliver(loop, queue, out):
                     self.abort(out.request_id)
+
+
+def _shutdown_at_exit(ref: "weakref.ref[AsyncLLM]") -> None:
+    llm = ref()
+    if llm is not None and llm._thread.is_alive():
+        llm.shutdown()
 
 
 def _deliver(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, item: Any) -> bool:

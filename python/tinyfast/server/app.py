@@ -72,7 +72,8 @@ def create_app(async_llm: AsyncLLM, model_id: str, *, api_key: str | None = None
     app.include_router(openai_api.router)
     app.include_router(ollama_api.router)
 
-    @app.get("/health", response_model=Health, responses={503: {"model": Health, "description": "not ready"}})
+    @app.get("/health", response_model=Health, response_model_exclude_none=True,
+             responses={503: {"model": Health, "description": "not ready"}})
     async def health() -> Any:
         if async_llm.dead is not None:
             return JSONResponse({"status": "error", "detail": "the engine stopped after an error"}, status_code=503)
