@@ -70,3 +70,18 @@ def test_safetensors_weights_are_memory_mapped(tiny_hf):
     base = st._maps[info.file].__array_interface__["data"][0]
     assert addr == base + info.begin
     assert os.path.getsize(info.file) >= info.end
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_sharded_checkpoint(tmp_path, dtype):
+    """bf16/f16 safetensors in several shards: widened to float32 at load, exact against
+    transformers running the same rounded weights in float32."""
+    torch = pytest.importorskip("torch")
+    half = tm.build("qwen3").to(getattr(torch, dtype))
+    half.save_pretrained(str(tmp_path), safe_serialization=True, max_shard_size="40KB")
+    assert len(list(tmp_path.glob("*.safetensors"))) > 1
+    model, got = _logits(tmp_path)
+    assert model.layers[0].attn.q_proj.weight.dtype == mx.float32
+    ref = tm.build("qwen3")  # float32, rope buffers included (half.float() would keep rounded inv_freq)
+    ref.load_state_dict({k: v.float() for k, v in half.state_dict().items()})
+    np.testing.assert_allclose(got, tm.hf_logits(ref, PROMPT), atol=5e-5, rtol=0)

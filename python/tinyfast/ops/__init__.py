@@ -1,6 +1,7 @@
 """Native ops as MLX primitives (lazy, usable inside ``mx.compile``)."""
 
 from tinyfast.ops.attention import paged_attention_decode, paged_attention_prefill, write_kv
+from tinyfast.ops.layers import gated_act, rms_norm, rope
 from tinyfast.ops.quant import QuantizedWeight, dequantize, qmatmul
 
 __all__ = [
@@ -10,4 +11,7 @@ __all__ = [
     "QuantizedWeight",
     "dequantize",
     "qmatmul",
+    "rms_norm",
+    "rope",
+    "gated_act",
 ]
