@@ -27,10 +27,12 @@ struct TilePlan {
   int32_t key_lo = 0, key_hi = 0;  // keys any query of the tile may see
   int32_t part_begin = 0;        // first partition (key_lo / kPartition)
   int32_t num_parts = 1;         // > 1: split-K, partial results merged by combine()
+  int32_t kv_group = 1;          // kv heads per work item (divides num_kv_heads)
   int64_t partial_offset = -1;   // first partial row when num_parts > 1
 };
 
-// Per-worker scratch, sized by the driver for KernelConfig (rows = block_q * group).
+// Per-worker scratch, sized by the driver for KernelConfig (rows = block_q * group;
+// an item of kv_group kv heads has at most that many rows in total).
 struct Workspace {
   float* q;        // [rows, head_dim_pad], scaled
   float* k;        // [block_k, head_dim_pad] converted keys (when convert_kv)
@@ -41,8 +43,8 @@ struct Workspace {
   float* acc;      // [rows, head_dim_pad] unnormalised output
   const void** kp;  // [block_k + 8] key rows (f32 scratch, or in the pool)
   const void** vp;  // [block_k + 8]
-  const char** kraw;  // [2 * (block_k + 8)] pool rows of the current and next tile
-  const char** vraw;  // [2 * (block_k + 8)]
+  const char** kraw;  // [2 * num_kv_heads * (block_k + 8)] pool rows of the current and next tile
+  const char** vraw;  // [2 * num_kv_heads * (block_k + 8)]
   int32_t* vis_lo;   // [rows] first visible key position
   int32_t* vis_hi;   // [rows] one past the last visible key position
   int32_t* active;   // [rows] rows that see a key of the current tile
@@ -56,7 +58,7 @@ struct Partials {
 };
 
 struct Kernels {
-  void (*run_item)(const PagedAttentionArgs&, const KernelConfig&, const TilePlan&, int kv_head, int part,
+  void (*run_item)(const PagedAttentionArgs&, const KernelConfig&, const TilePlan&, int first_kv_head, int part,
                    const Workspace&, const Partials&);
   void (*combine)(const PagedAttentionArgs&, const KernelConfig&, const TilePlan&, int kv_head, const Workspace&,
                   const Partials&);

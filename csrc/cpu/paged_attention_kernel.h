@@ -441,7 +441,7 @@ inline void prefetch_rows(const char* const* rows, int begin, int end, int64_t r
     for (int64_t b = 0; b < row_bytes; b += 64) prefetch_l2(rows[j] + b);
 }
 
-// kn/vn: pool rows of the next tile (nn of them, padded to a multiple of 8), prefetched on the way.
+// kn/vn: pool rows of the next tile (nn of them, padded to block_k), prefetched on the way.
 template <ElemType R>
 void attend_tile(const PagedAttentionArgs& a, const KernelConfig& c, const Workspace& ws, int na, int64_t k0,
                  int64_t k1, const char* const* kn, const char* const* vn, int nn, int pe) {
@@ -538,32 +538,37 @@ void attend_tile(const PagedAttentionArgs& a, const KernelConfig& c, const Works
   if (pf) prefetch_rows(vn, nv > 0 ? nk : 0, nn, row_bytes);
 }
 
-// ---- one work item: (query tile, kv head, key partition) -----------------------
+// ---- one work item: (query tile, kv heads kvh0 .. kvh0 + t.kv_group, key partition) --
 
 template <ElemType E>
-void run_item_t(const PagedAttentionArgs& a, const KernelConfig& c, const TilePlan& t, int kvh, int part,
+void run_item_t(const PagedAttentionArgs& a, const KernelConfig& c, const TilePlan& t, int kvh0, int part,
                 const Workspace& ws, const Partials& partials) {
   const int G = c.group, dp = c.head_dim_pad, D = a.head_dim, bk = c.block_k;
+  const int nkv = t.kv_group;
   const int nq = t.q_end - t.q_begin;
-  const int rows = nq * G;
+  const int rows1 = nq * G;  // rows per kv head; row r = kl * rows1 + j * G + g
+  const int rows = rows1 * nkv;
   const int64_t H = a.num_heads;
   const int esz = elem_size(E);
   // f16/bf16 rows are converted on the fly when at most 16 query rows use them
   // (measured: re-converting in up to four 4-row passes beats storing f32
   // scratch, which is store-bound); bigger items (prefill tiles) convert each
   // tile once into scratch. Padding to head_dim_pad needs the scratch.
-  const bool in_place = dp == D && (E == ElemType::f32 || rows <= 16);
+  const bool in_place = dp == D && (E == ElemType::f32 || rows1 <= 16);
 
-  for (int j = 0; j < nq; ++j) {
-    for (int g = 0; g < G; ++g) {
-      const int r = j * G + g;
-      const int64_t src = ((t.q_begin + j) * H + static_cast<int64_t>(kvh) * G + g) * D;
-      convert_row<E>(static_cast<const char*>(a.q) + src * esz, D, dp, a.scale, ws.q + static_cast<int64_t>(r) * dp);
-      const int32_t pos = t.first_pos + j;
-      ws.vis_lo[r] = a.sliding_window > 0 ? pos - a.sliding_window + 1 : 0;
-      ws.vis_hi[r] = a.causal ? pos + 1 : t.context_len;
-      ws.m[r] = kNegInf;
-      ws.l[r] = 0.0f;
+  for (int kl = 0; kl < nkv; ++kl) {
+    for (int j = 0; j < nq; ++j) {
+      for (int g = 0; g < G; ++g) {
+        const int r = kl * rows1 + j * G + g;
+        const int64_t src = ((t.q_begin + j) * H + static_cast<int64_t>(kvh0 + kl) * G + g) * D;
+        convert_row<E>(static_cast<const char*>(a.q) + src * esz, D, dp, a.scale,
+                       ws.q + static_cast<int64_t>(r) * dp);
+        const int32_t pos = t.first_pos + j;
+        ws.vis_lo[r] = a.sliding_window > 0 ? pos - a.sliding_window + 1 : 0;
+        ws.vis_hi[r] = a.causal ? pos + 1 : t.context_len;
+        ws.m[r] = kNegInf;
+        ws.l[r] = 0.0f;
+      }
     }
   }
   std::memset(ws.acc, 0, sizeof(float) * static_cast<size_t>(rows) * dp);
@@ -577,94 +582,117 @@ void run_item_t(const PagedAttentionArgs& a, const KernelConfig& c, const TilePl
 
   const int32_t* table = a.block_tables + static_cast<int64_t>(t.seq) * a.max_blocks;
   const int64_t bs = a.block_size;
-  const char* kbase = static_cast<const char*>(a.k_cache);
-  const char* vbase = static_cast<const char*>(a.v_cache);
+  const char* kbase = static_cast<const char*>(a.k_cache) + kvh0 * a.k_strides[2] * esz;
+  const char* vbase = static_cast<const char*>(a.v_cache) + kvh0 * a.v_strides[2] * esz;
   const int64_t row_bytes = static_cast<int64_t>(D) * esz;
-  const int64_t kv_off_k = kvh * a.k_strides[2], kv_off_v = kvh * a.v_strides[2];
-  // Calls fn(j, k_row, v_row) for keys k0 + j in [k0, k1), walking the block
-  // table instead of dividing per key.
-  auto for_key_rows = [&](int64_t k0, int64_t k1, auto&& fn) {
+  const int64_t kstep = a.k_strides[2] * esz, vstep = a.v_strides[2] * esz;  // next kv head
+  const int64_t ptrs = bk + 8;  // per kv head and tile
+
+  // Raw pool rows [tile slot][kv head][key] of the current and the next tile;
+  // the next tile's rows are prefetched while the current one is computed (see
+  // the micro kernels). Walks the block table instead of dividing per key.
+  const char** cur_k = ws.kraw;
+  const char** cur_v = ws.vraw;
+  const char** nxt_k = ws.kraw + nkv * ptrs;
+  const char** nxt_v = ws.vraw + nkv * ptrs;
+  auto gather = [&](int64_t k0, int64_t k1, const char** kr, const char** vr) {
     int64_t b = k0 / bs, off = k0 % bs;
     for (int64_t pos = k0; pos < k1; ++b, off = 0) {
       int32_t blk = table[b];
       // Validated by the caller; the guard keeps a bad table from reading outside the pool.
       if (blk < 0 || blk >= a.num_blocks) blk = 0;
-      const char* kr = kbase + (blk * a.k_strides[0] + off * a.k_strides[1] + kv_off_k) * esz;
-      const char* vr = vbase + (blk * a.v_strides[0] + off * a.v_strides[1] + kv_off_v) * esz;
+      const char* k_tok = kbase + (blk * a.k_strides[0] + off * a.k_strides[1]) * esz;
+      const char* v_tok = vbase + (blk * a.v_strides[0] + off * a.v_strides[1]) * esz;
       const int64_t n = min64(bs - off, k1 - pos);
-      for (int64_t i = 0; i < n; ++i)
-        fn(pos - k0 + i, kr + i * a.k_strides[1] * esz, vr + i * a.v_strides[1] * esz);
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t j = pos - k0 + i;
+        for (int kl = 0; kl < nkv; ++kl) {
+          kr[kl * ptrs + j] = k_tok + i * a.k_strides[1] * esz + kl * kstep;
+          vr[kl * ptrs + j] = v_tok + i * a.v_strides[1] * esz + kl * vstep;
+        }
+      }
       pos += n;
     }
-  };
-  // Raw pool rows of the current and the next tile; the next tile's rows are
-  // prefetched while the current one is computed (see the micro kernels).
-  const char** cur_k = ws.kraw;
-  const char** cur_v = ws.vraw;
-  const char** nxt_k = ws.kraw + (bk + 8);
-  const char** nxt_v = ws.vraw + (bk + 8);
-  auto gather = [&](int64_t k0, int64_t k1, const char** kr, const char** vr) {
-    for_key_rows(k0, k1, [&](int64_t j, const char* krow, const char* vrow) {
-      kr[j] = krow;
-      vr[j] = vrow;
-    });
     const int n = static_cast<int>(k1 - k0);
-    for (int j = n; j < ((n + 7) & ~7); ++j) kr[j] = kr[0], vr[j] = vr[0];
+    // Padding up to block_k: the kernels prefetch the next tile's rows by the
+    // current tile's key index, and the current tile may be longer.
+    for (int kl = 0; kl < nkv; ++kl)
+      for (int j = n; j < bk; ++j) kr[kl * ptrs + j] = kr[kl * ptrs], vr[kl * ptrs + j] = vr[kl * ptrs];
     return n;
   };
+  auto prefetch_all = [&](const char** kr, const char** vr, int n) {
+    for (int kl = 0; kl < nkv; ++kl) {
+      prefetch_rows(kr + kl * ptrs, 0, n, row_bytes);
+      prefetch_rows(vr + kl * ptrs, 0, n, row_bytes);
+    }
+  };
   const int64_t first_tile = (lo / bk) * bk;
-  const int n_first = gather(lo, min64(hi, first_tile + bk), cur_k, cur_v);
-  prefetch_rows(cur_k, 0, n_first, row_bytes);
-  prefetch_rows(cur_v, 0, n_first, row_bytes);
+  prefetch_all(cur_k, cur_v, gather(lo, min64(hi, first_tile + bk), cur_k, cur_v));
 
   for (int64_t kt = first_tile; kt < hi; kt += bk) {
     const int64_t k0 = max64(kt, lo), k1 = min64(kt + bk, hi);
     const int nk = static_cast<int>(k1 - k0);
     const int n_next = kt + bk < hi ? gather(kt + bk, min64(hi, kt + 2 * bk), nxt_k, nxt_v) : 0;
 
-    int na = 0;
-    for (int r = 0; r < rows; ++r)
-      if (max64(ws.vis_lo[r], k0) < min64(ws.vis_hi[r], k1)) ws.active[na++] = r;
-    if (na > 0) {
+    // The kv heads one after the other: each token's K/V row (all heads) is used
+    // up within this tile, which keeps DRAM pages, TLB entries and adjacent-line
+    // prefetches useful for pools with several kv heads.
+    for (int kl = 0; kl < nkv; ++kl) {
+      const char* const* ck = cur_k + kl * ptrs;
+      const char* const* cv = cur_v + kl * ptrs;
+      int na = 0;
+      for (int r = kl * rows1; r < (kl + 1) * rows1; ++r)
+        if (max64(ws.vis_lo[r], k0) < min64(ws.vis_hi[r], k1)) ws.active[na++] = r;
+      if (na == 0) {
+        if (n_next > 0) {
+          prefetch_rows(nxt_k + kl * ptrs, 0, n_next, row_bytes);
+          prefetch_rows(nxt_v + kl * ptrs, 0, n_next, row_bytes);
+        }
+        continue;
+      }
       for (int j = 0; j < nk; ++j) {
         if (in_place) {
-          ws.kp[j] = cur_k[j];
-          ws.vp[j] = cur_v[j];
+          ws.kp[j] = ck[j];
+          ws.vp[j] = cv[j];
         } else {
           float* kd = ws.k + static_cast<int64_t>(j) * dp;
           float* vd = ws.v + static_cast<int64_t>(j) * dp;
-          convert_row<E>(cur_k[j], D, dp, 1.0f, kd);
-          convert_row<E>(cur_v[j], D, dp, 1.0f, vd);
+          convert_row<E>(ck[j], D, dp, 1.0f, kd);
+          convert_row<E>(cv[j], D, dp, 1.0f, vd);
           ws.kp[j] = kd;
           ws.vp[j] = vd;
         }
       }
       for (int j = nk; j < ((nk + 7) & ~7); ++j) ws.kp[j] = ws.kp[0];
-      if (in_place) attend_tile<E>(a, c, ws, na, k0, k1, nxt_k, nxt_v, n_next, esz);
-      else attend_tile<ElemType::f32>(a, c, ws, na, k0, k1, nxt_k, nxt_v, n_next, esz);
-    } else if (n_next > 0) {
-      prefetch_rows(nxt_k, 0, n_next, row_bytes);
-      prefetch_rows(nxt_v, 0, n_next, row_bytes);
+      if (in_place)
+        attend_tile<E>(a, c, ws, na, k0, k1, nxt_k + kl * ptrs, nxt_v + kl * ptrs, n_next, esz);
+      else
+        attend_tile<ElemType::f32>(a, c, ws, na, k0, k1, nxt_k + kl * ptrs, nxt_v + kl * ptrs, n_next, esz);
     }
     const char** tk = cur_k;
     const char** tv = cur_v;
     cur_k = nxt_k, cur_v = nxt_v, nxt_k = tk, nxt_v = tv;
   }
 
-  if (t.num_parts > 1) {
-    const int64_t base = t.partial_offset + (static_cast<int64_t>(part) * a.num_kv_heads + kvh) * rows;
-    std::memcpy(partials.acc + base * dp, ws.acc, sizeof(float) * static_cast<size_t>(rows) * dp);
-    std::memcpy(partials.m + base, ws.m, sizeof(float) * rows);
-    std::memcpy(partials.l + base, ws.l, sizeof(float) * rows);
-    return;
-  }
-  for (int r = 0; r < rows; ++r) {
-    const int j = r / G, g = r % G;
-    const int64_t dst = ((t.q_begin + j) * H + static_cast<int64_t>(kvh) * G + g) * D;
-    const float l = ws.l[r];
-    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-    const float* ar = ws.acc + static_cast<int64_t>(r) * dp;
-    for (int d = 0; d < D; ++d) store1<E>(a.out, dst + d, ar[d] * inv);
+  for (int kl = 0; kl < nkv; ++kl) {
+    const int kvh = kvh0 + kl;
+    const float* acc = ws.acc + static_cast<int64_t>(kl) * rows1 * dp;
+    const float* m = ws.m + kl * rows1;
+    const float* l = ws.l + kl * rows1;
+    if (t.num_parts > 1) {
+      const int64_t base = t.partial_offset + (static_cast<int64_t>(part) * a.num_kv_heads + kvh) * rows1;
+      std::memcpy(partials.acc + base * dp, acc, sizeof(float) * static_cast<size_t>(rows1) * dp);
+      std::memcpy(partials.m + base, m, sizeof(float) * rows1);
+      std::memcpy(partials.l + base, l, sizeof(float) * rows1);
+      continue;
+    }
+    for (int r = 0; r < rows1; ++r) {
+      const int j = r / G, g = r % G;
+      const int64_t dst = ((t.q_begin + j) * H + static_cast<int64_t>(kvh) * G + g) * D;
+      const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+      const float* ar = acc + static_cast<int64_t>(r) * dp;
+      for (int d = 0; d < D; ++d) store1<E>(a.out, dst + d, ar[d] * inv);
+    }
   }
 }
 

@@ -259,3 +259,28 @@ def test_lazy_metadata_is_checked_at_evaluation():
     out = paged_attention_decode(**args)
     with pytest.raises(RuntimeError, match="is not a block of the cache"):
         mx.eval(out)
+
+
+def test_shapeless_compile_across_batch_sizes():
+    """One shapeless trace serves every batch size (output_shapes is implemented)."""
+    rng = np.random.default_rng(10)
+    step = mx.compile(lambda q, kc, vc, bt, cl: paged_attention_decode(q, kc, vc, bt, cl, 0.1), shapeless=True)
+    for num_seqs in (2, 5, 1):
+        batch = make_paged(rng, list(rng.integers(1, 300, num_seqs)), 2, 64, 16)
+        kc, vc = batch.mx_caches()
+        q = mx.array(random_q(rng, num_seqs, 8, 64, "float32"))
+        bt, cl = mx.array(batch.block_tables), mx.array(batch.context_lens)
+        assert same_bits(step(q, kc, vc, bt, cl), paged_attention_decode(q, kc, vc, bt, cl, 0.1))
+
+
+def test_strided_metadata_arrays():
+    """block_tables / context_lens given as strided views are read correctly."""
+    rng = np.random.default_rng(11)
+    batch = make_paged(rng, [9, 40, 3], 2, 64, 8)
+    kc, vc = batch.mx_caches()
+    q = mx.array(random_q(rng, 3, 4, 64, "float32"))
+    bt_view = mx.array(np.ascontiguousarray(batch.block_tables.T)).T  # transposed view
+    cl_view = mx.array(np.repeat(batch.context_lens, 2))[::2]  # stride-2 view
+    a = paged_attention_decode(q, kc, vc, bt_view, cl_view, 0.125)
+    b = paged_attention_decode(q, kc, vc, batch.block_tables, batch.context_lens, 0.125)
+    assert same_bits(a, b)
