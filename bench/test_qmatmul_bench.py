@@ -89,6 +89,8 @@ def run(benchmark, fn, *, nbytes: int, flops: int, rounds: int, bandwidth: bool 
     bw = []
     setup = (lambda: bw.append(stream_read_GBps())) if bandwidth else None
     benchmark.pedantic(fn, setup=setup, rounds=rounds, iterations=1, warmup_rounds=0 if rounds == 1 else 1)
+    if benchmark.stats is None:  # --benchmark-disable: the body ran once as a smoke test
+        return
     st = benchmark.stats.stats
     ei = benchmark.extra_info
     ei.update(info)

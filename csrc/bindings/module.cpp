@@ -8,9 +8,10 @@ namespace nb = nanobind;
 namespace tinyfast::bindings {
 void bind_core(nb::module_& m);
 void bind_cpu(nb::module_& m);
+void bind_sampler(nb::module_& m);
 void bind_gguf(nb::module_& m);
-void bind_attention(nb::module_& m);
 void bind_quant(nb::module_& m);
+void bind_attention(nb::module_& m);
 void bind_layers(nb::module_& m);
 }  // namespace tinyfast::bindings
 
@@ -18,9 +19,10 @@ NB_MODULE(_C, m) {
   m.doc() = "tinyfast native core: block manager, scheduler, CPU kernels";
   tinyfast::bindings::bind_core(m);
   tinyfast::bindings::bind_cpu(m);
+  tinyfast::bindings::bind_sampler(m);
   tinyfast::bindings::bind_gguf(m);
-  tinyfast::bindings::bind_attention(m);
   tinyfast::bindings::bind_quant(m);
+  tinyfast::bindings::bind_attention(m);
   tinyfast::bindings::bind_layers(m);
   // Import-time probe that this module and mlx.core share nanobind's type
   // universe; without it every op taking an mx.array fails with an opaque

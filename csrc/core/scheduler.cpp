@@ -117,20 +117,27 @@ void Scheduler::schedule_running(bool decode_pass, int32_t& budget, int32_t& seq
     if (seq->planned_tokens > 0 || remaining == 0) continue;  // done, or awaiting its sampled token
     if ((remaining == 1) != decode_pass) continue;
     int32_t n = std::min(remaining, budget);
-    if (!decode_pass) n = std::max<int32_t>(1, tokens_that_fit(*seq, n));
     bool self_preempted = false;
     while (!bm_.can_append(*seq->blocks, seq->num_computed + n)) {
       Sequence* victim = running_.back();
+      if (victim == seq) {
+        // Nothing newer is left to preempt. A prefill chunk shrinks to what
+        // fits before the sequence gives up its own blocks.
+        int32_t fit = decode_pass ? 0 : tokens_that_fit(*seq, n);
+        if (fit > 0) {
+          n = fit;
+          break;
+        }
+        do_preempt(*seq, &preempted);
+        self_preempted = true;
+        break;
+      }
       if (victim->planned_tokens > 0) {  // planned earlier this step: give its share back
         budget += victim->planned_tokens;
         ++seq_budget;
         plan.erase(std::find_if(plan.begin(), plan.end(), [&](const Planned& p) { return p.seq == victim; }));
       }
       do_preempt(*victim, &preempted);
-      if (victim == seq) {
-        self_preempted = true;
-        break;
-      }
     }
     if (self_preempted) return;  // it was the newest: nothing after it remains
     std::vector<BlockCopy> new_copies;

@@ -15,8 +15,8 @@ namespace tinyfast::cpu {
 
 class ThreadPool {
  public:
-  // fn(begin, end) over disjoint chunks covering [0, n); at most `max_chunks`
-  // chunks (0: one per thread), none smaller than `min_chunk` indices.
+  // fn(begin, end) over disjoint chunks covering [0, n): at most one chunk per
+  // thread, none smaller than `min_chunk` indices.
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t min_chunk = 1);
 
   int num_threads() const { return num_threads_; }
