@@ -30,7 +30,9 @@ def load_hf(path: str | os.PathLike) -> tuple[CausalLM, Tokenizer | None]:
     cfg, opts = hf_model_config(config)
     st = SafetensorsDir(path)
     weights = hf_weights(st, cfg.architecture, config)
-    if "output.weight" not in weights and not cfg.tie_word_embeddings:
+    if cfg.tie_word_embeddings:  # as transformers does: the LM head is the embedding
+        weights.tensors.pop("output.weight", None)
+    elif "output.weight" not in weights:
         raise ModelFormatError(f"{path}: no lm_head.weight and tie_word_embeddings is false")
     weights.materialize()
     model = model_class(cfg.architecture)(cfg, opts, weights)
