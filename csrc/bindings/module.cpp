@@ -12,6 +12,7 @@ void bind_sampler(nb::module_& m);
 void bind_gguf(nb::module_& m);
 void bind_quant(nb::module_& m);
 void bind_attention(nb::module_& m);
+void bind_layers(nb::module_& m);
 }  // namespace tinyfast::bindings
 
 NB_MODULE(_C, m) {
@@ -22,6 +23,7 @@ NB_MODULE(_C, m) {
   tinyfast::bindings::bind_gguf(m);
   tinyfast::bindings::bind_quant(m);
   tinyfast::bindings::bind_attention(m);
+  tinyfast::bindings::bind_layers(m);
   // Import-time probe that this module and mlx.core share nanobind's type
   // universe; without it every op taking an mx.array fails with an opaque
   // "incompatible function arguments".

@@ -8,6 +8,7 @@
 #include <mlx/array.h>
 
 #include "cpu/paged_attention.h"
+#include "ops/dtype_name.h"
 #include "ops/paged_metadata.h"
 
 namespace tinyfast::ops {
@@ -18,18 +19,6 @@ inline std::string shape_str(const mx::array& a) {
   std::string s = "(";
   for (int i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
   return s + (a.ndim() == 1 ? ",)" : ")");
-}
-
-inline std::string dtype_str(mx::Dtype t) {
-  if (t == mx::float32) return "float32";
-  if (t == mx::float16) return "float16";
-  if (t == mx::bfloat16) return "bfloat16";
-  if (t == mx::int32) return "int32";
-  if (t == mx::int64) return "int64";
-  if (t == mx::uint32) return "uint32";
-  if (t == mx::float64) return "float64";
-  if (t == mx::bool_) return "bool";
-  return "dtype " + std::to_string(static_cast<int>(t.val()));
 }
 
 inline void check_ndim(const char* op, const char* name, const mx::array& a, int ndim, const char* layout) {

@@ -1,5 +1,7 @@
 #include "ops/qmatmul.h"
 
+#include "ops/dtype_name.h"
+
 #include <mlx/allocator.h>
 #include <mlx/backend/cpu/encoder.h>
 #include <mlx/ops.h>
@@ -20,20 +22,6 @@ std::string shape_str(const mx::Shape& s) {
   os << "[";
   for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
   os << "]";
-  return os.str();
-}
-
-std::string dtype_str(mx::Dtype t) {
-  if (t == mx::float32) return "float32";
-  if (t == mx::float16) return "float16";
-  if (t == mx::bfloat16) return "bfloat16";
-  if (t == mx::uint8) return "uint8";
-  if (t == mx::uint32) return "uint32";
-  if (t == mx::int8) return "int8";
-  if (t == mx::int32) return "int32";
-  if (t == mx::float64) return "float64";
-  std::ostringstream os;
-  os << "a " << t.size() * 8 << "-bit non-float type";
   return os.str();
 }
 

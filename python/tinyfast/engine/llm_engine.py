@@ -27,10 +27,10 @@ _KV_DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.floa
 @dataclass
 class EngineArgs:
     block_size: int = 16
-    max_num_seqs: int = 64
+    max_num_seqs: int = 32
     max_num_batched_tokens: int = 512
     max_model_len: int | None = None
-    kv_cache_memory_fraction: float = 0.2
+    kv_cache_memory_fraction: float = 0.1
     num_kv_blocks: int | None = None
     enable_prefix_caching: bool = True
     kv_cache_dtype: str = "float16"

@@ -7,6 +7,9 @@ import platform
 import subprocess
 
 
+TYPICAL_SEQUENCE_TOKENS = 2048
+
+
 def available_memory_bytes() -> int:
     """Memory the process can still use without swapping (best effort per OS)."""
     if platform.system() == "Linux":
@@ -38,8 +41,10 @@ def plan_kv_blocks(*, bytes_per_block: int, block_size: int, model_max_len: int,
     if num_blocks is None:
         budget = int(available_memory_bytes() * memory_fraction)
         num_blocks = budget // bytes_per_block
-        # More blocks than every sequence at full length could use is wasted memory.
-        useful = max_num_seqs * -(-wanted_len // block_size)
+        # Past what max_num_seqs typical-length sequences (plus one full-length one) can use,
+        # memory is better left to the OS; pass num_kv_blocks for more.
+        typical = min(wanted_len, TYPICAL_SEQUENCE_TOKENS)
+        useful = max_num_seqs * -(-typical // block_size) + -(-wanted_len // block_size)
         num_blocks = min(num_blocks, useful)
         if num_blocks < 1:
             raise ValueError(

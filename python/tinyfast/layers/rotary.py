@@ -1,12 +1,12 @@
 """Rotary position embeddings at arbitrary per-token positions of a ragged batch.
 
-The flat batch ``x [T, H, D]`` is seen as ``[T, H, 1, D]`` so ``mx.fast.rope``
-treats every token as its own sequence of length 1 whose offset is that token's
-position (``offset`` accepts one position per batch entry): one fused kernel per
-call, no cos/sin tables, any mix of prefill chunks and decode tokens.
+``tinyfast.ops.rope`` rotates the flat batch ``x [T, H, D]`` by each token's own
+position: one native op per call, no cos/sin tables, any mix of prefill chunks
+and decode tokens. (``mx.fast.rope`` can do the same on ``[T, H, 1, D]`` with a
+per-entry ``offset``, but on the CPU it is a graph of ~15 ops.)
 
 Frequencies follow HuggingFace's ``modeling_rope_utils`` (default, linear,
-llama3, yarn); ``mx.fast.rope`` takes them as periods (``1 / inv_freq``).
+llama3, yarn), computed in float64 and rounded once to float32.
 ``traditional=True`` rotates interleaved pairs (GPT-J); False rotates the two
 halves (NeoX / HF ``rotate_half``). llama.cpp's converter permutes the Q/K rows
 of ``llama`` GGUF files into the interleaved order, so those use
@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
+
+from tinyfast.ops import rope
 
 
 @dataclass(frozen=True)
@@ -109,18 +111,9 @@ class RotaryEmbedding:
     def __init__(self, params: RopeParams):
         self.params = params
         inv, self.scale = inv_frequencies(params)
-        # HF computes inv_freq in float32; so do we (periods = 1 / inv in float32).
-        inv32 = inv.astype(np.float32)
-        self._periods = mx.array((1.0 / inv32.astype(np.float64)).astype(np.float32))
-        mx.eval(self._periods)
+        self.inv_freq = mx.array(inv.astype(np.float32))
+        mx.eval(self.inv_freq)
 
     def __call__(self, x: mx.array, positions: mx.array) -> mx.array:
-        t, h, d = x.shape
-        y = mx.fast.rope(x.reshape(t, h, 1, d), self.params.dims, traditional=self.params.traditional,
-                         base=None, scale=1.0, offset=positions, freqs=self._periods)
-        y = y.reshape(t, h, d)
-        if self.scale == 1.0:
-            return y
-        # yarn: HF scales cos and sin, i.e. only the rotated features.
-        r = self.params.dims
-        return y * self.scale if r == d else mx.concatenate([y[..., :r] * self.scale, y[..., r:]], axis=-1)
+        p = self.params
+        return rope(x, positions, self.inv_freq, p.dims, traditional=p.traditional, scale=self.scale)

@@ -8,7 +8,6 @@ loader renames HuggingFace checkpoints to those names (``weights.py``).
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 
@@ -16,7 +15,8 @@ import mlx.core as mx
 
 from tinyfast.layers import AttentionMetadata, Embedding, Linear, PagedAttention, RMSNorm, RopeParams, RotaryEmbedding
 from tinyfast.loaders import ModelConfig, ModelFormatError
-from tinyfast.ops import QuantizedWeight
+from tinyfast.ops import QuantizedWeight, gated_act
+from tinyfast.ops.layers import GATED_ACTS
 
 Tensor = mx.array | QuantizedWeight
 KVCache = tuple[mx.array, mx.array]
@@ -85,21 +85,6 @@ class Weights:
                           stacklevel=3)
 
 
-def _silu(x: mx.array) -> mx.array:
-    return x * mx.sigmoid(x)
-
-
-def _gelu_tanh(x: mx.array) -> mx.array:
-    return 0.5 * x * (1.0 + mx.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * (x * x * x))))
-
-
-def _gelu(x: mx.array) -> mx.array:
-    return 0.5 * x * (1.0 + mx.erf(x * (1.0 / math.sqrt(2.0))))
-
-
-ACTIVATIONS = {"silu": _silu, "gelu_tanh": _gelu_tanh, "gelu": _gelu}
-
-
 def linear(w: Weights, name: str) -> Linear:
     return Linear(w.get(f"{name}.weight"), w.maybe(f"{name}.bias"))
 
@@ -155,13 +140,12 @@ class MLP:
     def __init__(self, w: Weights, layer: int, act: str):
         p = f"blk.{layer}."
         self.gate, self.up, self.down = linear(w, p + "ffn_gate"), linear(w, p + "ffn_up"), linear(w, p + "ffn_down")
-        try:
-            self.act = ACTIVATIONS[act]
-        except KeyError:
-            raise ModelFormatError(f"unsupported activation {act!r} ({', '.join(ACTIVATIONS)})") from None
+        if act not in GATED_ACTS:
+            raise ModelFormatError(f"unsupported activation {act!r} ({', '.join(GATED_ACTS)})")
+        self.act = act
 
     def __call__(self, x: mx.array) -> mx.array:
-        return self.down(self.act(self.gate(x)) * self.up(x))
+        return self.down(gated_act(self.gate(x), self.up(x), self.act))
 
 
 class CausalLM:

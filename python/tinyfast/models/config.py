@@ -96,11 +96,12 @@ def hf_model_config(config: Mapping[str, Any]) -> tuple[ModelConfig, ModelOption
         raise ModelFormatError(f"config.json: missing required key {e.args[0]!r}") from None
     n_kv = int(t.get("num_key_value_heads") or n_heads)
     head_dim = int(t.get("head_dim") or (256 if arch == "gemma3" else hidden // n_heads))
-    rope_dim = int(head_dim * float(t.get("partial_rotary_factor", 1.0)))
+    rp = t.get("rope_parameters")
+    prf = t.get("partial_rotary_factor") or (rp.get("partial_rotary_factor") if isinstance(rp, Mapping) else None)
+    rope_dim = int(head_dim * float(prf or 1.0))
     max_pos = int(t.get("max_position_embeddings", 2048))
     gemma = arch == "gemma3"
 
-    rp = t.get("rope_parameters")
     if isinstance(rp, Mapping) and gemma and "full_attention" in rp:
         rope = _rope_params(rp["full_attention"], rope_dim, 1e6, max_pos)
         rope_local = _rope_params(rp.get("sliding_attention"), rope_dim, 10000.0, max_pos)

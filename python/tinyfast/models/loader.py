@@ -14,13 +14,13 @@ from tinyfast.models.weights import gguf_weights, hf_weights
 from tinyfast.tokenizer import Tokenizer
 
 
-def load_gguf(path: str | os.PathLike) -> tuple[CausalLM, Tokenizer]:
+def load_gguf(path: str | os.PathLike) -> tuple[CausalLM, Tokenizer | None]:
     g = GGUFFile(path)
     cfg = g.model_config()
     weights = gguf_weights(g)
     weights.materialize()
     model = model_class(cfg.architecture)(cfg, gguf_model_options(g, cfg), weights)
-    tokenizer = Tokenizer.from_gguf_metadata(g.metadata)
+    tokenizer = Tokenizer.from_gguf_metadata(g.metadata) if "tokenizer.ggml.tokens" in g.metadata else None
     g.close()  # the weight arrays keep the mapping alive
     return model, tokenizer
 
@@ -30,7 +30,9 @@ def load_hf(path: str | os.PathLike) -> tuple[CausalLM, Tokenizer | None]:
     cfg, opts = hf_model_config(config)
     st = SafetensorsDir(path)
     weights = hf_weights(st, cfg.architecture, config)
-    if "output.weight" not in weights and not cfg.tie_word_embeddings:
+    if cfg.tie_word_embeddings:  # as transformers does: the LM head is the embedding
+        weights.tensors.pop("output.weight", None)
+    elif "output.weight" not in weights:
         raise ModelFormatError(f"{path}: no lm_head.weight and tie_word_embeddings is false")
     weights.materialize()
     model = model_class(cfg.architecture)(cfg, opts, weights)
@@ -41,7 +43,8 @@ def load_hf(path: str | os.PathLike) -> tuple[CausalLM, Tokenizer | None]:
 
 def load_model(path_or_dir: str | os.PathLike) -> tuple[CausalLM, Tokenizer | None]:
     """A model and its tokenizer from a ``.gguf`` file or a HuggingFace checkpoint directory
-    (config.json + safetensors; the tokenizer is None when the directory has no tokenizer.json)."""
+    (config.json + safetensors). The tokenizer is None when the model carries none (a
+    directory without tokenizer.json, a GGUF without ``tokenizer.ggml.tokens``)."""
     p = Path(path_or_dir)
     if p.is_dir():
         return load_hf(p)
