@@ -128,7 +128,8 @@ def _add_serve(sub) -> None:
                     "Ollama (/api/generate, /api/chat, /api/tags, /api/show, /api/version), /health, /metrics.")
     p.add_argument("model", nargs="?", default=None,
                    help="a .gguf file or a HuggingFace model directory (default: the bundled Gemma 3 270M)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; 0.0.0.0 exposes the server to the network)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: 127.0.0.1; 0.0.0.0 exposes the server to the network)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0: any free port)")
     p.add_argument("--api-key", default=os.environ.get("TINYFAST_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on every route but /health "
@@ -140,22 +141,27 @@ def _add_serve(sub) -> None:
     p.add_argument("--max-queue", type=_positive_int, default=256,
                    help="requests in flight (running + waiting) before new ones get 429 with Retry-After "
                         "(default: 256)")
-    p.add_argument("--max-body-bytes", type=_positive_int, default=8 * 2**20, help="request body size limit, larger bodies get 413 (default: 8 MiB)")
+    p.add_argument("--max-body-bytes", type=_positive_int, default=8 * 2**20,
+                   help="request body size limit, larger bodies get 413 (default: 8 MiB)")
     p.add_argument("--no-warmup", action="store_true", help="skip the warmup request at start")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="(default: info)")
+    from tinyfast.engine.llm_engine import EngineArgs
+
+    d = EngineArgs()
     e = p.add_argument_group("engine")
-    e.add_argument("--max-num-seqs", type=_positive_int, default=None, help="sequences per step (default 64)")
+    e.add_argument("--max-num-seqs", type=_positive_int, default=None,
+                   help=f"sequences per step (default {d.max_num_seqs})")
     e.add_argument("--max-num-batched-tokens", type=_positive_int, default=None,
-                   help="tokens per step (default 512)")
+                   help=f"tokens per step (default {d.max_num_batched_tokens})")
     e.add_argument("--max-model-len", type=_positive_int, default=None,
                    help="context length (default: the model's, capped by the KV pool)")
     e.add_argument("--num-kv-blocks", type=_positive_int, default=None,
                    help="KV pool size in blocks (default: from free memory)")
     e.add_argument("--kv-cache-memory-fraction", type=float, default=None,
-                   help="fraction of free memory for the KV pool (default 0.2)")
+                   help=f"fraction of free memory for the KV pool (default {d.kv_cache_memory_fraction})")
     e.add_argument("--kv-cache-dtype", choices=["float16", "bfloat16", "float32"], default=None,
-                   help="(default: float16)")
+                   help=f"(default: {d.kv_cache_dtype})")
     e.add_argument("--no-prefix-caching", action="store_true", help="disable the prefix cache")
     p.set_defaults(func=_cmd_serve)
 

@@ -74,12 +74,16 @@ def test_chat_max_completion_tokens_and_content_parts(client, model_id, idle):
 
 
 def test_stop_string(client, model_id, idle):
-    r = client.completions.create(model=model_id, prompt=PROMPT, max_tokens=20, temperature=0, stop=["."])
+    free = client.completions.create(model=model_id, prompt=PROMPT, max_tokens=12, temperature=0,
+                                     extra_body={"ignore_eos": True}).choices[0].text
+    stop = free[free.index(" ", 4):][:5]  # a stop string from inside the greedy text, after a space
+    expected = free[: free.index(stop)]
+    r = client.completions.create(model=model_id, prompt=PROMPT, max_tokens=12, temperature=0, stop=[stop])
     assert r.choices[0].finish_reason == "stop"
-    assert r.choices[0].text == " France"
-    streamed = client.completions.create(model=model_id, prompt=PROMPT, max_tokens=20, temperature=0, stop=".",
+    assert r.choices[0].text == expected
+    streamed = client.completions.create(model=model_id, prompt=PROMPT, max_tokens=12, temperature=0, stop=stop,
                                          stream=True)
-    assert "".join(c.choices[0].text for c in streamed) == " France"
+    assert "".join(c.choices[0].text for c in streamed) == expected
 
 
 def test_n_and_seed(client, model_id, idle):
@@ -198,6 +202,18 @@ def test_invalid_json_and_huge_invalid_input_not_echoed(live, model_id):
     assert r.status_code == 400
     assert r.json()["error"]["param"] == "max_tokens"
     assert len(r.content) < 2000 and "ZZZZ" not in r.text
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", b'{"model": "M", "messages": [{"role": "user", "content": "a\\udc80"}]}'),
+    ("/v1/completions", b'{"model": "M", "prompt": "x", "stop": ["\\ud800"]}'),
+    ("/api/generate", b'{"model": "M", "prompt": "a\\ud800", "stream": false}'),
+])
+def test_unpaired_surrogates_are_invalid_requests(live, model_id, path, body):
+    # JSON can escape a lone surrogate; no UTF-8 text (or tokenizer) can hold one.
+    r = httpx.post(live.url + path, content=body.replace(b"M", model_id.encode()),
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "surrogate" in r.text
 
 
 def test_sse_framing_and_utf8(live, model_id, idle):

@@ -67,9 +67,8 @@ class ServerState:
             raise APIError(400, f"model {clip(model, 100)!r} is not served here; available: {self.model_id!r}",
                            param=param, code="model_not_found")
 
-    @contextlib.contextmanager
-    def admit(self, count: int = 1):
-        """Holds `count` places of the bounded queue; 429 with Retry-After when they are not free."""
+    def acquire(self, count: int = 1) -> None:
+        """Takes `count` places of the bounded queue; 429 with Retry-After when they are not free."""
         if self.async_llm.dead is not None:
             raise APIError(500, "the engine stopped after an internal error; restart the server",
                            type="server_error", code="engine_dead")
@@ -81,10 +80,18 @@ class ServerState:
             raise APIError(429, f"the server queue is full ({self.max_queue} requests); retry shortly",
                            code="queue_full", headers={"Retry-After": str(RETRY_AFTER_S)})
         self.in_flight += count
+
+    def release(self, count: int = 1) -> None:
+        self.in_flight -= count
+        assert self.in_flight >= 0, "queue places released twice"
+
+    @contextlib.contextmanager
+    def admit(self, count: int = 1):
+        self.acquire(count)
         try:
             yield
         finally:
-            self.in_flight -= count
+            self.release(count)
 
 
 def new_id(prefix: str) -> str:
@@ -124,11 +131,15 @@ def check_context(state: ServerState, prompt_len: int, max_tokens: int | None, p
     limit = state.max_model_len
     if prompt_len == 0:
         raise bad_request("the prompt is empty", param="prompt")
-    if prompt_len >= limit or (max_tokens is not None and prompt_len + max_tokens > limit):
-        asked = f"{prompt_len} in the prompt" + (f" + {max_tokens} to generate" if max_tokens is not None else "")
+    if prompt_len >= limit:
+        raise APIError(400, f"this model's maximum context length is {limit} tokens and the prompt has "
+                            f"{prompt_len}, leaving no room to generate; shorten the prompt",
+                       param="prompt", code="context_length_exceeded")
+    if max_tokens is not None and prompt_len + max_tokens > limit:
         raise APIError(400, f"this model's maximum context length is {limit} tokens; the request needs "
-                            f"{asked} (at least one token of room is needed)",
-                       param=param if prompt_len < limit else "prompt", code="context_length_exceeded")
+                            f"{prompt_len} for the prompt + {max_tokens} to generate; lower {param} "
+                            f"to at most {limit - prompt_len}",
+                       param=param, code="context_length_exceeded")
 
 
 def sampling_params(param_names: Mapping[str, str] | None = None, **kwargs: Any) -> SamplingParams:
@@ -312,6 +323,5 @@ class StreamResponse(StreamingResponse):
 
 def streamed(state: ServerState, count: int, body: AsyncIterator[bytes], media_type: str) -> StreamResponse:
     """Admits `count` engine requests for the lifetime of a streamed response."""
-    admission = state.admit(count)
-    admission.__enter__()
-    return StreamResponse(body, media_type=media_type, on_close=lambda: admission.__exit__(None, None, None))
+    state.acquire(count)
+    return StreamResponse(body, media_type=media_type, on_close=lambda: state.release(count))

@@ -97,7 +97,8 @@ class _EngineCollector:
         yield _counter("tinyfast_num_preemptions", "Sequences preempted (recompute)", sched.num_preemptions)
         yield _counter("tinyfast_engine_steps", "Engine steps run", self.engine.stats["steps"])
         yield _gauge("tinyfast_generation_tokens_per_second",
-                     f"Generated tokens per second over the last {RATE_WINDOW_S:.0f} s", self.metrics.tokens_per_second())
+                     f"Generated tokens per second over the last {RATE_WINDOW_S:.0f} s",
+                     self.metrics.tokens_per_second())
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, AsyncIterator, Literal, Union
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi.responses import Response
+from pydantic import BaseModel, Field, model_validator
 
 import tinyfast
 from tinyfast.outputs import RequestOutput
@@ -28,7 +29,7 @@ from tinyfast.server.generation import (
     streamed,
     unless_disconnected,
 )
-from tinyfast.server.openai_protocol import WHOLE
+from tinyfast.server.openai_protocol import WHOLE, StrictRequest
 
 router = APIRouter(prefix="/api")
 
@@ -38,8 +39,7 @@ _STREAM_DOC = {"description": "one JSON object, or with `stream: true` (the defa
 _ERRORS = error_responses(400, 401, 404, 413, 429, 500, ollama=True)
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow")
+_Request = StrictRequest
 
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
@@ -48,7 +48,8 @@ NonEmptyStr = Annotated[str, Field(min_length=1)]
 class Options(_Request):
     """The sampling options tinyfast honours; other Ollama options (num_ctx, num_thread, ...) are ignored."""
 
-    num_predict: Annotated[int, Field(ge=-2), WHOLE] | None = Field(None, description="-1 or -2: up to the context length; 0: nothing")
+    num_predict: Annotated[int, Field(ge=-2), WHOLE] | None = Field(
+        None, description="-1 or -2: up to the context length; 0: nothing")
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_k: Annotated[int, Field(ge=-1), WHOLE] | None = None
     top_p: float | None = Field(None, gt=0.0, le=1.0)
@@ -257,8 +258,6 @@ async def _run(request: Request, state: ServerState, body: Any, ids: list[int], 
 
 def _immediate(body: Any, wrap, reason: str, stream: bool):
     """Answer without the engine: Ollama's "load" reply to an empty prompt, or num_predict 0."""
-    from fastapi.responses import Response
-
     payload = {"model": body.model, "created_at": _now(), **wrap(""), "done": True, "done_reason": reason}
     if stream:
         return Response(_line(payload), media_type=NDJSON)
@@ -339,10 +338,17 @@ async def api_ps(request: Request) -> TagsResponse:
 async def api_show(body: ShowRequest, request: Request) -> ShowResponse:
     state = _state(request)
     _check(state, body, body.model)
-    template = state.tokenizer.chat_template_source or ""
+    # GGUF strings that are not UTF-8 arrive with surrogate escapes; JSON output cannot carry them.
+    template = _text(state.tokenizer.chat_template_source or "")
     return ShowResponse(modelfile=f"# served by tinyfast\nFROM {state.model_id}\n", parameters="",
                         template=template, details=_details(state),
-                        model_info=dict(state.model_info.get("metadata", {})), capabilities=["completion"])
+                        model_info={_text(k): _text(v) if isinstance(v, str) else v
+                                    for k, v in state.model_info.get("metadata", {}).items()},
+                        capabilities=["completion"])
+
+
+def _text(s: str) -> str:
+    return s.encode("utf-8", "replace").decode("utf-8")
 
 
 @router.get("/version", response_model=VersionResponse, responses=error_responses(401, ollama=True))

@@ -325,7 +325,9 @@ class _Chat:
         (out,) = await collect(generate(self.state, [self.ids], params, self.rid, "chat"), 1)
         choices = []
         for c in out.outputs:
-            logprobs = self._logprobs(c.token_ids, c.logprobs) if self.body.logprobs and c.logprobs is not None else None
+            logprobs = None
+            if self.body.logprobs and c.logprobs is not None:
+                logprobs = self._logprobs(c.token_ids, c.logprobs)
             choices.append({"index": c.index, "message": {"role": "assistant", "content": c.text},
                             "logprobs": logprobs, "finish_reason": _finish_reason(c)})
         completion_tokens = sum(len(c.token_ids) for c in out.outputs)

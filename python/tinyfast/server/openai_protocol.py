@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from tinyfast.sampling_params import MAX_LOGPROBS
 
@@ -38,8 +38,37 @@ TokenId = Annotated[int, Field(ge=0), WHOLE]
 StopField = Union[NonEmptyStr, Annotated[list[NonEmptyStr], Field(max_length=MAX_STOP)], None]
 
 
-class _Request(BaseModel):
+class StrictRequest(BaseModel):
+    """Base of every request body: strict types, unknown fields kept, and no string anywhere in the
+    body (values or keys) with an unpaired UTF-16 surrogate: JSON can escape one (\\ud800) but no
+    UTF-8 text holds it, so the tokenizer and the response encoder would fail on it."""
+
     model_config = ConfigDict(strict=True, extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_lone_surrogates(cls, data: Any) -> Any:
+        _check_encodable(data)
+        return data
+
+
+def _check_encodable(value: Any, depth: int = 0) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a string contains an unpaired UTF-16 surrogate (e.g. \\ud800), "
+                             "which is not valid Unicode text") from None
+    elif depth < 64 and isinstance(value, dict):
+        for k, v in value.items():
+            _check_encodable(k, depth + 1)
+            _check_encodable(v, depth + 1)
+    elif depth < 64 and isinstance(value, list):
+        for v in value:
+            _check_encodable(v, depth + 1)
+
+
+_Request = StrictRequest
 
 
 class StreamOptions(_Request):
@@ -76,7 +105,8 @@ class CompletionRequest(_SamplingFields):
         Annotated[list[TokenId], Field(min_length=1)],
         Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1, max_length=MAX_PROMPTS)],
     ]
-    max_tokens: Annotated[int, Field(ge=1), WHOLE] | None = Field(16, description="default 16; null: up to the context length")
+    max_tokens: Annotated[int, Field(ge=1), WHOLE] | None = Field(
+        16, description="default 16; null: up to the context length")
     echo: bool = False
     logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS), WHOLE] | None = None
 
@@ -94,8 +124,10 @@ class ChatMessage(_Request):
 
 class ChatCompletionRequest(_SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    max_tokens: Annotated[int, Field(ge=1), WHOLE] | None = Field(None, description="deprecated alias of max_completion_tokens")
-    max_completion_tokens: Annotated[int, Field(ge=1), WHOLE] | None = Field(None, description="null: up to the context length")
+    max_tokens: Annotated[int, Field(ge=1), WHOLE] | None = Field(
+        None, description="deprecated alias of max_completion_tokens")
+    max_completion_tokens: Annotated[int, Field(ge=1), WHOLE] | None = Field(
+        None, description="null: up to the context length")
     logprobs: bool = False
     top_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS), WHOLE] | None = None
 
