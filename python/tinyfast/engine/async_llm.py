@@ -131,15 +131,13 @@ class AsyncLLM:
             self._release_compiled()
 
     def _release_compiled(self) -> None:
-        # mx.compile caches traces per thread and the entries hold Python objects. This thread's
-        # cache is destroyed after the thread function returns; when that races the interpreter's
-        # finalization (process exit right after shutdown), MLX takes the GIL from a C++
-        # thread-exit destructor and the process aborts ("terminate called without an active
-        # exception", exit code 134). Dropping the compiled functions here, on this thread, empties
-        # the cache while Python is alive; the runner decodes eagerly if driven again.
+        # This thread's mx.compile cache is destroyed after the thread function returns; when that
+        # races the interpreter's finalization (process exit right after shutdown), MLX takes the
+        # GIL from a C++ thread-exit destructor and the process aborts ("terminate called without
+        # an active exception", exit code 134). Emptying it here, while Python is alive, avoids that.
         runner = getattr(self.engine, "runner", None)
-        if getattr(runner, "_decode", None) is not None:
-            runner._decode = None
+        if runner is not None:
+            runner.release_compiled()
 
     def _run(self) -> None:
         while self._take_pending():

@@ -81,6 +81,7 @@ class LLMEngine:
         self.runner = ModelRunner(model, num_blocks, self.args.block_size, kv_dtype)
         self.requests: dict[str, RequestState] = {}
         self._seqs: dict[int, tuple[RequestState, SeqState]] = {}
+        self._not_yet_scheduled: set[int] = set()  # first seq ids whose prefix hits are unread
         self._ids = itertools.count()
         self._stop_ids = frozenset(getattr(tokenizer, "eos_token_ids", ()) or ())
         self.stats = {"steps": 0, "prompt_tokens": 0, "generated_tokens": 0}
@@ -117,6 +118,7 @@ class LLMEngine:
         if req.request_id in self.requests:
             raise ValueError(f"request id {req.request_id!r} is already in use")
         self.scheduler.add(req.seqs[0].seq_id, req.prompt_array)  # other samples are forked after the prefill
+        self._not_yet_scheduled.add(req.seqs[0].seq_id)
         self.requests[req.request_id] = req
         for seq in req.seqs:
             self._seqs[seq.seq_id] = (req, seq)
@@ -144,6 +146,7 @@ class LLMEngine:
         for seq in req.seqs:
             self.scheduler.abort(seq.seq_id)
             self._seqs.pop(seq.seq_id, None)
+            self._not_yet_scheduled.discard(seq.seq_id)
             finish_sequence(seq, "abort")
         return True
 
@@ -163,13 +166,20 @@ class LLMEngine:
         logits = self.runner.execute(out)
         sample_ids = np.array(out.sample_seq_ids)
         touched: dict[str, RequestState] = {}
-        for sid in np.asarray(out.seq_ids).tolist():
-            entry = self._seqs.get(sid)
-            if entry and entry[0].metrics.num_cached_tokens == 0 and sid == entry[0].seqs[0].seq_id:
-                entry[0].metrics.num_cached_tokens = self.scheduler.num_cached_tokens(sid)
+        if self._not_yet_scheduled:
+            self._record_prefix_hits(out.seq_ids)
         if sample_ids.size:
             self._sample_and_update(np.asarray(logits, dtype=np.float32), sample_ids, touched)
         return [req.make_output(stream_delta=True) for req in touched.values()]
+
+    def _record_prefix_hits(self, scheduled) -> None:
+        # The scheduler looks up the prefix cache when it first schedules a prompt; read the hit
+        # count then, once per request (a set lookup per step, no call per running sequence).
+        for sid in self._not_yet_scheduled.intersection(np.asarray(scheduled).tolist()):
+            self._not_yet_scheduled.discard(sid)
+            entry = self._seqs.get(sid)
+            if entry is not None:
+                entry[0].metrics.num_cached_tokens = self.scheduler.num_cached_tokens(sid)
 
     def _sample_and_update(self, logits: np.ndarray, sample_ids: np.ndarray, touched: dict) -> None:
         rows: list[int] = []  # logits row per sampled sequence

@@ -65,6 +65,14 @@ class ModelRunner:
         self.last_step_time = 0.0
         """Seconds of the whole last ``execute`` (host + evaluation)."""
 
+    def release_compiled(self) -> None:
+        """Drops the compiled decode graphs; later decode steps run eagerly.
+
+        mx.compile caches traces per thread, and the cache entries hold Python objects. Call this
+        on the thread that ran the compiled graphs before that thread exits, so the cache is
+        emptied while the interpreter is alive (see AsyncLLM)."""
+        self._decode = None
+
     @staticmethod
     def kv_cache_bytes_per_block(model_config, block_size: int, kv_dtype=mx.float16) -> int:
         """Bytes of one block across every layer's K and V pools."""
