@@ -1,0 +1,138 @@
+"""Prompt logprobs: which rows of a step need logits, and their log_softmax in bounded slices.
+
+A request with ``SamplingParams(prompt_logprobs=k)`` needs, for every prompt position p < L-1,
+the distribution at p (it predicts prompt token p+1). Prefill chunks compute those positions
+over several steps; each step scores the rows it computed and appends them to the request's
+list, which always covers a contiguous prefix of positions. A chunk that starts before the end
+of that prefix (a recompute after preemption) only scores positions not yet covered, so
+entries are never duplicated or lost. Positions served from the prefix cache would have no
+logits, so these requests are added to the scheduler with prefix-cache reads turned off (vLLM
+does the same); their computed blocks are still registered for later requests.
+
+Memory: the forward returns only the hidden states of these rows ([P, hidden]); logits
+[rows, vocab] exist for at most ``slice_rows`` rows at a time (1 MB per row at a 262k
+vocabulary), evaluated and reduced to the target's logprob and rank and the top-k before the
+next slice is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import mlx.core as mx
+import numpy as np
+
+from tinyfast.engine.request_state import RequestState, SeqState
+from tinyfast.outputs import Logprob
+
+SLICE_BYTES = 32 << 20
+"""Float32 logits per slice; the log_softmax, comparison and partition temporaries add ~3x."""
+
+
+def slice_rows(vocab_size: int, budget: int = SLICE_BYTES) -> int:
+    """Rows of logits scored at once: as many as fit ``budget`` bytes of float32, at least 1."""
+    return max(1, budget // (4 * vocab_size))
+
+
+@dataclass
+class PromptRows:
+    """The rows of one step's flat batch whose logits are prompt logprobs."""
+
+    rows: np.ndarray  # [P] int32 rows of the flat batch
+    targets: np.ndarray  # [P] int32 the prompt token each row predicts
+    owners: list[tuple[RequestState, int]]  # (request, number of its rows), in row order
+    num_logprobs: int  # the largest k among the owners
+
+
+def plan(out, seqs: Mapping[int, tuple[RequestState, SeqState]]) -> PromptRows | None:
+    """The prompt-logprob rows of scheduler step ``out``; None when no request needs any."""
+    rows: list[np.ndarray] = []
+    targets: list[np.ndarray] = []
+    owners: list[tuple[RequestState, int]] = []
+    seq_ids = np.asarray(out.seq_ids).tolist()
+    starts = np.asarray(out.num_computed_tokens)
+    counts = np.asarray(out.num_scheduled_tokens)
+    qsl = np.asarray(out.query_start_loc)
+    for i, sid in enumerate(seq_ids):
+        entry = seqs.get(sid)
+        if entry is None:
+            continue
+        req, seq = entry
+        entries = req.prompt_logprobs
+        # Samples 2..n are forked from the first after the prefill: only the first computes it.
+        if entries is None or seq is not req.seqs[0] or len(entries) == len(req.prompt_ids):
+            continue
+        start, n = int(starts[i]), int(counts[i])
+        done = len(entries) - 1  # positions 0..done-1 are scored
+        if start > done:
+            raise RuntimeError(f"request {req.request_id!r}: prompt logprobs for positions {done}..{start - 1} "
+                               f"were never computed (a prefix-cache hit on a prompt_logprobs request: bug)")
+        lo, hi = done, min(start + n, len(req.prompt_ids) - 1)
+        if lo >= hi:
+            continue
+        rows.append(np.arange(qsl[i] + lo - start, qsl[i] + hi - start, dtype=np.int32))
+        targets.append(req.prompt_array[lo + 1 : hi + 1])
+        owners.append((req, hi - lo))
+    if not owners:
+        return None
+    return PromptRows(np.concatenate(rows), np.concatenate(targets).astype(np.int32), owners,
+                      max(req.params.prompt_logprobs for req, _ in owners))
+
+
+@dataclass
+class Scores:
+    logprobs: np.ndarray  # [P] float32 of the target token
+    ranks: np.ndarray  # [P] int64, 1-based
+    top_ids: np.ndarray  # [P, k] best first (ties: lower id first)
+    top_logprobs: np.ndarray  # [P, k]
+
+
+def score(logits_fn: Callable[[mx.array], mx.array], hidden: mx.array, targets: np.ndarray, k: int,
+          max_rows: int) -> Scores:
+    """log_softmax of ``logits_fn(hidden)`` reduced per row to the target's logprob and rank and
+    the k best tokens, ``max_rows`` rows at a time."""
+    p = hidden.shape[0]
+    lps = np.empty(p, np.float32)
+    ranks = np.empty(p, np.int64)
+    top_ids = np.empty((p, k), np.int64)
+    top_lps = np.empty((p, k), np.float32)
+    for s in range(0, p, max_rows):
+        e = min(p, s + max_rows)
+        logits = logits_fn(hidden[s:e])
+        k_eff = min(k, logits.shape[-1])
+        lp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        tlp = mx.take_along_axis(lp, mx.array(targets[s:e])[:, None], axis=-1)
+        rank = mx.sum(lp > tlp, axis=-1) + 1
+        parts = [tlp, rank]
+        if k_eff:
+            idx = mx.argpartition(-lp, kth=k_eff - 1, axis=-1)[:, :k_eff]
+            parts += [idx, mx.take_along_axis(lp, idx, axis=-1)]
+        mx.eval(parts)  # drops this slice's [rows, vocab] temporaries before the next one
+        lps[s:e], ranks[s:e] = np.array(tlp)[:, 0], np.array(rank)
+        if k_eff:
+            ids, vals = np.array(parts[2]).astype(np.int64), np.array(parts[3])
+            order = np.lexsort((ids, -vals), axis=-1)
+            top_ids[s:e, :k_eff] = np.take_along_axis(ids, order, -1)
+            top_lps[s:e, :k_eff] = np.take_along_axis(vals, order, -1)
+    k_eff = min(k, int(top_ids.shape[1]))
+    return Scores(lps, ranks, top_ids[:, :k_eff], top_lps[:, :k_eff])
+
+
+def record(rows: PromptRows, scores: Scores, token_text: Callable[[int], str]) -> None:
+    """Appends each owner's scored positions to its ``prompt_logprobs`` list (vLLM's entries: the
+    actual token with its rank, then the top-k with ranks 1..k)."""
+    i = 0
+    vocab_k = scores.top_ids.shape[1]
+    for req, count in rows.owners:
+        k = min(req.params.prompt_logprobs, vocab_k)
+        for j in range(i, i + count):
+            tid = int(rows.targets[j])
+            top = scores.top_ids[j, :k].tolist()
+            entry = {tid: Logprob(tid, float(scores.logprobs[j]), token_text(tid), int(scores.ranks[j]))}
+            for r, (t, lp) in enumerate(zip(top, scores.top_logprobs[j, :k].tolist()), 1):
+                if t == tid:  # the same float: keep the exact rank for ties
+                    continue
+                entry[t] = Logprob(t, lp, token_text(t), r)
+            req.prompt_logprobs.append(entry)
+        i += count
