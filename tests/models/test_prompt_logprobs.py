@@ -183,6 +183,21 @@ def test_prompt_logprobs_with_pool_pressure_preemption(tiny):
     _check_reference(final["new"].prompt_logprobs, _reference(hf, new), new, 2)
 
 
+def test_one_token_chunks_next_to_decodes(tiny):
+    """A budget of 2: the prompt-logprobs request prefills one token per step beside a decoding
+    request, so every step has one token per sequence (the traced decode shape) yet needs hidden
+    rows: those steps must run the eager forward."""
+    hf, model, tokenizer = tiny("gemma3")
+    rng = np.random.default_rng(12)
+    a, b = [int(x) for x in rng.integers(3, VOCAB, 2)], [int(x) for x in rng.integers(3, VOCAB, 9)]
+    engine = _engine(model, tokenizer, max_num_batched_tokens=2)
+    final = _run(engine, [("a", a, SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)),
+                          ("b", b, SamplingParams(temperature=0, max_tokens=2, prompt_logprobs=1))])
+    _check_invariants(final["b"].prompt_logprobs, b, 1)
+    _check_reference(final["b"].prompt_logprobs, _reference(hf, b), b, 1)
+    assert final["a"].outputs[0].token_ids == tm.hf_generate(hf, a, 12)[0]
+
+
 def test_abort_mid_prefill_frees_blocks_and_one_token_prompt(tiny):
     _, model, tokenizer = tiny("llama")
     engine = _engine(model, tokenizer)

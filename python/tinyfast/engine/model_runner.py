@@ -82,6 +82,7 @@ class ModelRunner:
         rows ``hidden_rows``, evaluated: prompt logprobs turn them into logits in slices
         (``model.logits``) instead of materializing [rows, vocab] at once."""
         logits, hidden = self._execute(out, np.asarray(hidden_rows, dtype=np.int32))
+        assert hidden is not None
         return logits, hidden
 
     def _execute(self, out, hidden_rows: np.ndarray | None) -> tuple[mx.array, mx.array | None]:
