@@ -246,3 +246,23 @@ def test_hidden_rows_of_the_runner_give_the_forward_logits(tiny):
     logits, hidden = ModelRunner(model, 16, 4, mx.float32).execute_with_hidden(step, np.arange(11))
     np.testing.assert_allclose(np.array(model.logits(hidden)), want, atol=1e-5, rtol=0)
     np.testing.assert_allclose(np.array(logits), want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("vocab", [7, 300, 262144])
+def test_top_k_equals_a_full_sort(vocab):
+    from tinyfast.engine.prompt_logprobs import top_k
+
+    rng = np.random.default_rng(vocab)
+    x = rng.normal(size=(6, vocab)).astype(np.float32)
+    x[1] = np.round(x[1])  # many ties: lower ids first
+    x[2] = 0.0
+    x[3, :] = -np.inf
+    x[3, 5] = 1.0
+    for k in (1, 3, 20):
+        ids, vals = top_k(x, k)
+        for r in range(6):
+            want = np.lexsort((np.arange(vocab), -x[r]))[: min(k, vocab)]
+            assert ids[r].tolist() == want.tolist() and vals[r].tolist() == x[r, want].tolist()
+    x[4, 3] = np.nan
+    ids, _ = top_k(x, 3)  # no crash; the finite maxima still come first
+    assert ids[4].tolist() == np.lexsort((np.arange(vocab), -np.nan_to_num(x[4], nan=-np.inf)))[:3].tolist()

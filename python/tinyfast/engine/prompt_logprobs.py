@@ -12,7 +12,8 @@ does the same); their computed blocks are still registered for later requests.
 Memory: the forward returns only the hidden states of these rows ([P, hidden]); logits
 [rows, vocab] exist for at most ``slice_rows`` rows at a time (1 MB per row at a 262k
 vocabulary), evaluated and reduced to the target's logprob and rank and the top-k before the
-next slice is built.
+next slice is built. Cost: the LM head over those rows dominates (Gemma 3 270M, 1000-token
+prompt: 28 s vs 12 s without prompt logprobs on this shared 2-core machine, +~100 MB peak RSS).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tinyfast.engine.request_state import RequestState, SeqState
 from tinyfast.outputs import Logprob
 
 SLICE_BYTES = 32 << 20
-"""Float32 logits per slice; the log_softmax, comparison and partition temporaries add ~3x."""
+"""Float32 logits per slice; the exp, comparison and partition temporaries add ~2x."""
 
 
 def slice_rows(vocab_size: int, budget: int = SLICE_BYTES) -> int:
@@ -91,32 +92,69 @@ class Scores:
 def score(logits_fn: Callable[[mx.array], mx.array], hidden: mx.array, targets: np.ndarray, k: int,
           max_rows: int) -> Scores:
     """log_softmax of ``logits_fn(hidden)`` reduced per row to the target's logprob and rank and
-    the k best tokens, ``max_rows`` rows at a time."""
+    the k best tokens, ``max_rows`` rows at a time.
+
+    The logits come from the model's LM head (MLX, our kernels); the row reductions run in NumPy on
+    a zero-copy view of them: rank and top-k need only the raw logits (log_softmax shifts a row by
+    a constant), so the [rows, vocab] log_softmax is never built, and NumPy's max/exp/sum was ~3x
+    faster here than ``mx.logsumexp`` on the CPU (measured on 32 x 262144).
+    """
     p = hidden.shape[0]
     lps = np.empty(p, np.float32)
     ranks = np.empty(p, np.int64)
-    top_ids = np.empty((p, k), np.int64)
-    top_lps = np.empty((p, k), np.float32)
+    top_ids: np.ndarray | None = None
+    top_lps: np.ndarray | None = None
     for s in range(0, p, max_rows):
         e = min(p, s + max_rows)
         logits = logits_fn(hidden[s:e])
-        k_eff = min(k, logits.shape[-1])
-        lp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        tlp = mx.take_along_axis(lp, mx.array(targets[s:e])[:, None], axis=-1)
-        rank = mx.sum(lp > tlp, axis=-1) + 1
-        parts = [tlp, rank]
-        if k_eff:
-            idx = mx.argpartition(-lp, kth=k_eff - 1, axis=-1)[:, :k_eff]
-            parts += [idx, mx.take_along_axis(lp, idx, axis=-1)]
-        mx.eval(parts)  # drops this slice's [rows, vocab] temporaries before the next one
-        lps[s:e], ranks[s:e] = np.array(tlp)[:, 0], np.array(rank)
-        if k_eff:
-            ids, vals = np.array(parts[2]).astype(np.int64), np.array(parts[3])
-            order = np.lexsort((ids, -vals), axis=-1)
-            top_ids[s:e, :k_eff] = np.take_along_axis(ids, order, -1)
-            top_lps[s:e, :k_eff] = np.take_along_axis(vals, order, -1)
-    k_eff = min(k, int(top_ids.shape[1]))
-    return Scores(lps, ranks, top_ids[:, :k_eff], top_lps[:, :k_eff])
+        mx.eval(logits)
+        x = np.asarray(logits)  # shares the evaluated buffer; `logits` keeps it alive
+        rows = np.arange(e - s)
+        if top_ids is None:
+            k = min(k, x.shape[1])
+            top_ids, top_lps = np.empty((p, k), np.int64), np.empty((p, k), np.float32)
+        m = x.max(axis=1)
+        lse = m + np.log(np.exp(x - m[:, None]).sum(axis=1))
+        target = x[rows, targets[s:e]]
+        lps[s:e] = target - lse
+        ranks[s:e] = (x > target[:, None]).sum(axis=1) + 1
+        if k:
+            ids, vals = top_k(x, k)
+            top_ids[s:e], top_lps[s:e] = ids, vals - lse[:, None]
+    if top_ids is None:  # no rows
+        top_ids, top_lps = np.empty((0, k), np.int64), np.empty((0, k), np.float32)
+    return Scores(lps, ranks, top_ids, top_lps)
+
+
+_BLOCK = 256
+
+
+def top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ids and values of the k largest entries of each row of ``x`` [rows, vocab], best first,
+    ties broken by the lower id (so the result does not depend on the algorithm).
+
+    A 262k-wide ``np.argpartition`` took ~170 ms per 32 rows here. Instead: the k-th largest of
+    the per-block maxima (blocks of 256) is a lower bound on the k-th largest entry (k blocks
+    each hold an entry at least that large), so the top k are among the entries >= it, which for
+    real logits are a handful per row.
+    """
+    rows, vocab = x.shape
+    k = min(k, vocab)
+    ids, vals = np.empty((rows, k), np.int64), np.empty((rows, k), x.dtype)
+    nblocks = vocab // _BLOCK
+    if nblocks >= k:
+        maxima = x[:, : nblocks * _BLOCK].reshape(rows, nblocks, _BLOCK).max(axis=2)
+        bounds = np.partition(maxima, nblocks - k, axis=1)[:, nblocks - k]
+    else:  # a tiny vocabulary: every entry is a candidate
+        bounds = np.full(rows, -np.inf, x.dtype)
+    for r in range(rows):
+        cand = np.flatnonzero(x[r] >= bounds[r])
+        if cand.size < k:  # NaN logits defeat the bound: take the whole row
+            cand = np.arange(vocab)
+        cvals = x[r, cand]
+        best = np.lexsort((cand, -cvals))[:k]
+        ids[r], vals[r] = cand[best], cvals[best]
+    return ids, vals
 
 
 def record(rows: PromptRows, scores: Scores, token_text: Callable[[int], str]) -> None:
