@@ -24,6 +24,7 @@ from tinyfast.server.generation import (
     streamed,
     unless_disconnected,
 )
+from tinyfast.server.logprobs_format import legacy_logprobs, top_logprobs, vllm_prompt_logprobs
 from tinyfast.server.openai_protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -115,16 +116,6 @@ def _usage(prompt_tokens: int, completion_tokens: int, cached: int) -> dict[str,
             "prompt_tokens_details": {"cached_tokens": cached}}
 
 
-def _top(entry: dict[int, Logprob], k: int) -> list[Logprob]:
-    return sorted(entry.values(), key=lambda lp: -lp.logprob)[:k]
-
-
-def _kept(entry: dict[int, Logprob], token_id: int, k: int) -> list[Logprob]:
-    """The token's own entry and the k most likely (the engine may have computed more alternatives
-    than this field asked for, when `prompt_logprobs` and `echo` + `logprobs` differ)."""
-    return [e for e in entry.values() if e.token_id == token_id or e.rank is None or e.rank <= k]
-
-
 def _refuse_streamed_prompt_logprobs(req: Any) -> None:
     if req.stream and req.prompt_logprobs is not None:
         raise bad_request("prompt_logprobs is not available with stream: true", param="prompt_logprobs",
@@ -134,17 +125,6 @@ def _refuse_streamed_prompt_logprobs(req: Any) -> None:
 def _max_of(*values: int | None) -> int | None:
     given = [v for v in values if v is not None]
     return max(given) if given else None
-
-
-def vllm_prompt_logprobs(prompt_ids: list[int], entries: list[dict[int, Logprob] | None] | None,
-                         k: int) -> list[dict[str, dict[str, Any]] | None] | None:
-    """vLLM's `prompt_logprobs` field: None for the first token, then {token id: {logprob, rank,
-    decoded_token}} holding the prompt token and the k most likely."""
-    if entries is None:
-        return None
-    return [None if e is None else {str(lp.token_id): {"logprob": lp.logprob, "rank": lp.rank,
-                                                       "decoded_token": lp.token} for lp in _kept(e, tid, k)}
-            for tid, e in zip(prompt_ids, entries)]
 
 
 async def _streaming_body(request_path: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -236,22 +216,9 @@ class _Completion:
     def _echo_logprobs(self) -> bool:
         return self.body.echo and self.body.logprobs is not None
 
-    def _token_text(self, token_id: int) -> str:
-        return self.state.tokenizer.token_bytes(token_id).decode("utf-8", errors="replace")
-
     def _logprobs(self, token_ids: list[int], entries: list[dict[int, Logprob] | None],
                   offset: int) -> dict[str, Any]:
-        """OpenAI's legacy shape; an entry of None (the first prompt token) gives null logprobs."""
-        k = self.body.logprobs or 0
-        tokens, lps, tops, offsets = [], [], [], []
-        for tid, entry in zip(token_ids, entries):
-            lp = entry.get(tid) if entry is not None else None
-            tokens.append(lp.token if lp else self._token_text(tid))
-            lps.append(lp.logprob if lp else None)
-            tops.append(None if entry is None else {e.token: e.logprob for e in _kept(entry, tid, k)})
-            offsets.append(offset)
-            offset += len(tokens[-1])
-        return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
+        return legacy_logprobs(token_ids, entries, self.body.logprobs or 0, offset, self.state.tokenizer.token_bytes)
 
     def _generated(self, c: CompletionOutput) -> tuple[str, list[int], list[dict[int, Logprob]]]:
         if self._score_only:  # the one token generated to get there is not part of the answer
@@ -389,7 +356,7 @@ class _Chat:
             content.append({
                 "token": lp.token, "logprob": lp.logprob, "bytes": list(token_bytes(tid)),
                 "top_logprobs": [{"token": e.token, "logprob": e.logprob, "bytes": list(token_bytes(e.token_id))}
-                                 for e in _top(entry, k)],
+                                 for e in top_logprobs(entry, k)],
             })
         return {"content": content}
 
