@@ -221,12 +221,14 @@ void bind_scheduler(nb::module_& m) {
       .def_prop_ro("block_manager", &Scheduler::block_manager, nb::rv_policy::reference_internal,
                    "The scheduler's BlockManager (inspect it; mutate only through the scheduler).")
       .def("add",
-           [](Scheduler& s, int64_t seq_id, nb::handle prompt_token_ids, int64_t extra_key) {
+           [](Scheduler& s, int64_t seq_id, nb::handle prompt_token_ids, int64_t extra_key, bool skip_prefix_cache) {
              auto tokens = token_vector(prompt_token_ids);
-             s.add(seq_id, tokens, extra_key);
+             s.add(seq_id, tokens, extra_key, skip_prefix_cache);
            },
-           "seq_id"_a, "prompt_token_ids"_a, "extra_key"_a = 0,
-           "Queues a request. CapacityError if it can never fit (empty, longer than max_model_len).")
+           "seq_id"_a, "prompt_token_ids"_a, "extra_key"_a = 0, nb::kw_only(), "skip_prefix_cache"_a = false,
+           "Queues a request. CapacityError if it can never fit (empty, longer than max_model_len). "
+           "skip_prefix_cache: never take prefix-cache hits, also when resumed after a preemption "
+           "(every token is computed; its full blocks are still registered).")
       .def("step", &Scheduler::step, "Chooses the next batch and assigns KV slots.")
       .def("update",
            [](Scheduler& s, Vec1D<int64_t> seq_ids, Vec1D<int32_t> token_ids) {

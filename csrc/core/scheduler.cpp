@@ -50,7 +50,7 @@ Sequence& Scheduler::find(int64_t seq_id) {
 
 const Sequence& Scheduler::sequence(int64_t seq_id) const { return const_cast<Scheduler*>(this)->find(seq_id); }
 
-void Scheduler::add(int64_t seq_id, std::span<const int32_t> prompt, int64_t extra_key) {
+void Scheduler::add(int64_t seq_id, std::span<const int32_t> prompt, int64_t extra_key, bool skip_prefix_cache) {
   if (prompt.empty()) throw CapacityError("request " + std::to_string(seq_id) + " has an empty prompt");
   if (static_cast<int64_t>(prompt.size()) > config_.max_model_len)
     throw CapacityError("request " + std::to_string(seq_id) + " has " + std::to_string(prompt.size()) +
@@ -62,6 +62,7 @@ void Scheduler::add(int64_t seq_id, std::span<const int32_t> prompt, int64_t ext
   seq->tokens.assign(prompt.begin(), prompt.end());
   seq->num_prompt_tokens = static_cast<int32_t>(prompt.size());
   seq->extra_key = extra_key;
+  seq->skip_prefix_cache = skip_prefix_cache;
   waiting_.push_back(seq.get());
   seqs_.emplace(seq_id, std::move(seq));
 }
@@ -155,7 +156,7 @@ void Scheduler::admit_waiting(int32_t& budget, int32_t& seq_budget, std::vector<
   while (!waiting_.empty() && budget > 0 && seq_budget > 0) {
     Sequence* seq = waiting_.front();
     // At least one token is always computed so the step yields logits to sample.
-    PrefixMatch m = bm_.match(seq->tokens, seq->extra_key, seq->num_tokens() - 1);
+    PrefixMatch m = bm_.match(seq->tokens, seq->extra_key, seq->skip_prefix_cache ? 0 : seq->num_tokens() - 1);
     int32_t cached = static_cast<int32_t>(m.blocks.size()) * bm_.block_size();
     int32_t n = std::min(seq->num_tokens() - cached, budget);
     if (!bm_.can_allocate(m, cached + n)) return;  // FCFS: later arrivals wait behind the head

@@ -41,7 +41,7 @@ class Scheduler {
   const SchedulerConfig& config() const { return config_; }
   BlockManager& block_manager() { return bm_; }
 
-  void add(int64_t seq_id, std::span<const int32_t> prompt, int64_t extra_key);
+  void add(int64_t seq_id, std::span<const int32_t> prompt, int64_t extra_key, bool skip_prefix_cache = false);
   StepOutput step();
   // Appends one sampled token per id (unknown ids are skipped: aborted since
   // the step); returns ids finished because they reached max_model_len.

@@ -18,6 +18,9 @@ struct Sequence {
   int32_t num_computed = 0;      // tokens whose KV is in the cache (as of the last step)
   int32_t num_cached_tokens = 0; // prefix-cache hit at the last admission
   int64_t extra_key = 0;
+  // Never take prefix-cache hits (its full blocks are still registered for others): a request
+  // that wants logits at every prompt position (prompt logprobs) must compute all of them.
+  bool skip_prefix_cache = false;
   SeqStatus status = SeqStatus::Waiting;
   bool awaiting_token = false;   // the last step sampled for it; update() appends
   SeqBlocks* blocks = nullptr;   // owned by the BlockManager while running

@@ -7,9 +7,19 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Logprob:
+    """One token's log probability. ``rank`` is its 1-based place in the vocabulary sorted by
+    probability (vLLM's meaning: 1 + the number of tokens strictly more likely); None where it
+    was not computed (a sampled token outside the returned top-k)."""
+
     token_id: int
     logprob: float
     token: str
+    rank: int | None = None
+
+    @property
+    def decoded_token(self) -> str:
+        """vLLM's name for ``token``."""
+        return self.token
 
 
 @dataclass
@@ -46,3 +56,7 @@ class RequestOutput:
     finished: bool
     metrics: RequestMetrics | None = None
     error: str | None = None
+    prompt_logprobs: list[dict[int, Logprob] | None] | None = None
+    """With ``SamplingParams(prompt_logprobs=k)``, once the whole prompt has been processed: one
+    entry per prompt token, None for the first (nothing predicts it), then the actual token and
+    the k most likely ones at that position. Shared between a request's outputs: do not mutate."""

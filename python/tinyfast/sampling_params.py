@@ -9,7 +9,12 @@ MAX_LOGPROBS = 20  # as OpenAI's top_logprobs
 
 @dataclass
 class SamplingParams:
-    """Per-request generation settings (vLLM vocabulary). Invalid values raise ValueError."""
+    """Per-request generation settings (vLLM vocabulary). Invalid values raise ValueError.
+
+    Log probabilities (``logprobs``, ``prompt_logprobs``) are those of the raw model distribution:
+    ``log_softmax`` of the logits before temperature, penalties and top-k/top-p/min-p (vLLM's
+    default ``raw_logprobs``). At most ``MAX_LOGPROBS`` (20) alternatives per token.
+    """
 
     n: int = 1
     max_tokens: int | None = 16  # None: up to the model's context
@@ -25,8 +30,12 @@ class SamplingParams:
     stop_token_ids: list[int] | None = None
     include_stop_str_in_output: bool = False
     ignore_eos: bool = False
-    logprobs: int | None = None  # None: off; k: the sampled token's and the k most likely
+    logprobs: int | None = None
+    """None: off; k: per generated token, the sampled token's log probability and the k most likely."""
     prompt_logprobs: int | None = None
+    """None: off; k: per prompt token after the first, its log probability and the k most likely
+    tokens at that position (``RequestOutput.prompt_logprobs``). Such a request skips prefix-cache
+    hits (its prompt is computed in full, so every position has logits), like vLLM."""
     skip_special_tokens: bool = True
     stop_strings: tuple[str, ...] = field(init=False, repr=False)
 
@@ -70,8 +79,6 @@ class SamplingParams:
                 integer(name, 0)
                 if v > MAX_LOGPROBS:
                     fail(f"{name} must be <= {MAX_LOGPROBS}, got {v}")
-        if self.prompt_logprobs is not None:
-            fail("prompt_logprobs is not supported yet")
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         for s in stops:
             if not isinstance(s, str) or not s:

@@ -458,6 +458,31 @@ def test_prefix_cache_respects_extra_key():
     assert int(out.num_computed_tokens[idx(out, 3)]) == 8
 
 
+def test_skip_prefix_cache_reads_nothing_but_still_registers():
+    """Prompt-logprobs requests need every prompt position computed: no hits, also when resumed
+    after a preemption; their full blocks still serve later requests."""
+    s = make(num_blocks=64, block_size=4)
+    prompt = list(range(12))
+    s.add(1, prompt)
+    sample_all(s, step(s))
+    s.add(2, prompt, skip_prefix_cache=True)
+    out = step(s)
+    assert int(out.num_computed_tokens[idx(out, 2)]) == 0 and s.num_cached_tokens(2) == 0
+    assert int(out.num_scheduled_tokens[idx(out, 2)]) == 12
+    s.preempt(2)
+    out = step(s)
+    assert int(out.num_computed_tokens[idx(out, 2)]) == 0
+    sample_all(s, out)
+    s.finish(1)
+    s.finish(2)
+    s.add(3, list(range(100, 112)), skip_prefix_cache=True)
+    sample_all(s, step(s))
+    s.add(4, list(range(100, 112)))
+    out = step(s)
+    assert int(out.num_computed_tokens[idx(out, 4)]) == 8
+    s.block_manager.check_invariants()
+
+
 def test_prefix_caching_disabled_in_scheduler():
     s = make(num_blocks=64, block_size=4, enable_prefix_caching=False)
     prompt = list(range(12))

@@ -64,6 +64,33 @@ def test_logprobs_and_stop_strings(llm):
     assert c.cumulative_logprob == pytest.approx(sum(e[t].logprob for t, e in zip(c.token_ids, c.logprobs)), rel=1e-5)
 
 
+def test_prompt_logprobs_agree_with_the_samplers_logprobs(llm):
+    """Two independent paths on the real model: the C++ sampler's logprobs of generated tokens,
+    and the prompt logprobs (MLX log_softmax, in slices) of the same tokens fed back as a prompt."""
+    gen = llm.generate("The capital of France is", SamplingParams(temperature=0, max_tokens=8, logprobs=3,
+                                                                  ignore_eos=True))[0]
+    c = gen.outputs[0]
+    prompt = gen.prompt_token_ids + c.token_ids
+    rows = llm.engine.prompt_logprobs_slice_rows
+    llm.engine.prompt_logprobs_slice_rows = 5  # several slices
+    try:
+        out = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=3))[0]
+    finally:
+        llm.engine.prompt_logprobs_slice_rows = rows
+    assert out.metrics.num_cached_tokens == 0  # the prefix was cached by the first request: not used
+    assert len(out.prompt_logprobs) == len(prompt) and out.prompt_logprobs[0] is None
+    n = len(gen.prompt_token_ids)
+    for i, tid in enumerate(c.token_ids):
+        got, want = out.prompt_logprobs[n + i], c.logprobs[i]
+        assert got[tid].rank == 1 and got[tid].logprob == pytest.approx(want[tid].logprob, abs=1e-3)
+        assert {t: lp.rank for t, lp in got.items()} == {t: lp.rank for t, lp in want.items()}
+        for t in got:
+            assert got[t].logprob == pytest.approx(want[t].logprob, abs=1e-3)
+    # " France"-like continuations are likely; the prompt's own first tokens are not all rank 1.
+    assert any(e[t].rank > 1 for e, t in zip(out.prompt_logprobs[1:n], prompt[1:n]))
+    assert _blocks_used(llm) == 0
+
+
 def test_stream_deltas_join_to_the_final_text(llm):
     p = SamplingParams(temperature=0, max_tokens=16)
     final = llm.generate("Tell me about cats.", p)[0].outputs[0].text

@@ -147,10 +147,7 @@ def test_chat_logprobs(client, model_id, idle):
 def test_echo(client, model_id, idle):
     r = client.completions.create(model=model_id, prompt=PROMPT, max_tokens=3, temperature=0, echo=True)
     assert r.choices[0].text.startswith(PROMPT) and len(r.choices[0].text) > len(PROMPT)
-    with pytest.raises(openai.BadRequestError) as e:
-        client.completions.create(model=model_id, prompt=PROMPT, max_tokens=1, echo=True, logprobs=1)
-    assert e.value.body["code"] == "unsupported_parameter"
-    assert "prompt logprobs" in e.value.body["message"]
+    # echo + logprobs (prompt logprobs): tests/server/test_openai_prompt_logprobs.py
 
 
 @pytest.mark.parametrize("kwargs, param, code", [

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: 
 
 # Refusals of schema-valid requests for reasons JSON Schema does not state: the prompt's length
 # in tokens, the model's chat template (Gemma: alternating user/assistant turns), and parameter
-# combinations (top_logprobs without logprobs; echo with logprobs, which needs prompt logprobs).
+# combinations (top_logprobs without logprobs; max_tokens 0 without echo; prompt_logprobs with stream).
 ALLOWED_REFUSALS = {"context_length_exceeded", "chat_template_error", "invalid_parameter_combination",
                     "unsupported_parameter"}
 MAX_GENERATED_TOKENS = 2

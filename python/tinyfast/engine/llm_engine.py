@@ -15,6 +15,7 @@ import numpy as np
 
 from tinyfast import _C
 from tinyfast.core import CapacityError, Scheduler, SchedulerConfig
+from tinyfast.engine import prompt_logprobs
 from tinyfast.engine.memory import plan_kv_blocks
 from tinyfast.engine.output_processor import append_token, finish_sequence
 from tinyfast.engine.request_state import RequestState, SeqState
@@ -82,9 +83,12 @@ class LLMEngine:
         self.requests: dict[str, RequestState] = {}
         self._seqs: dict[int, tuple[RequestState, SeqState]] = {}
         self._not_yet_scheduled: set[int] = set()  # first seq ids whose prefix hits are unread
+        self._pending_prompt_logprobs: set[int] = set()  # first seq ids still owed prompt logprobs
         self._ids = itertools.count()
         self._stop_ids = frozenset(getattr(tokenizer, "eos_token_ids", ()) or ())
         self.stats = {"steps": 0, "prompt_tokens": 0, "generated_tokens": 0}
+        self.prompt_logprobs_slice_rows = prompt_logprobs.slice_rows(self.runner.vocab_size)
+        """Rows of [rows, vocab] logits materialized at once for prompt logprobs."""
 
     # --- requests ------------------------------------------------------------------------------
 
@@ -117,8 +121,13 @@ class LLMEngine:
     def add_prepared(self, req: RequestState) -> None:
         if req.request_id in self.requests:
             raise ValueError(f"request id {req.request_id!r} is already in use")
-        self.scheduler.add(req.seqs[0].seq_id, req.prompt_array)  # other samples are forked after the prefill
+        # Other samples are forked after the prefill. Prompt logprobs need logits at every prompt
+        # position, which a prefix-cache hit would skip (engine/prompt_logprobs.py).
+        self.scheduler.add(req.seqs[0].seq_id, req.prompt_array,
+                           skip_prefix_cache=req.params.prompt_logprobs is not None)
         self._not_yet_scheduled.add(req.seqs[0].seq_id)
+        if req.params.prompt_logprobs is not None:
+            self._pending_prompt_logprobs.add(req.seqs[0].seq_id)
         self.requests[req.request_id] = req
         for seq in req.seqs:
             self._seqs[seq.seq_id] = (req, seq)
@@ -163,7 +172,16 @@ class LLMEngine:
                 raise RuntimeError("scheduler made no progress with requests pending (bug)")
             return []
         self.stats["steps"] += 1
-        logits = self.runner.execute(out)
+        prompt_rows = None
+        if self._pending_prompt_logprobs:
+            prompt_rows = prompt_logprobs.plan(out, self._seqs, self._pending_prompt_logprobs)
+        if prompt_rows is None:
+            logits = self.runner.execute(out)
+        else:
+            logits, hidden = self.runner.execute_with_hidden(out, prompt_rows.rows)
+            scores = prompt_logprobs.score(self.runner.model.logits, hidden, prompt_rows.targets,
+                                           prompt_rows.num_logprobs, self.prompt_logprobs_slice_rows)
+            prompt_logprobs.record(prompt_rows, scores, self._token_text)
         sample_ids = np.array(out.sample_seq_ids)
         touched: dict[str, RequestState] = {}
         if self._not_yet_scheduled:

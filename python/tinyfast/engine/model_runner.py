@@ -4,7 +4,8 @@
 same attributes as NumPy arrays), performs its copy-on-write block copies, builds
 the flat batch as MLX arrays and runs one forward over every scheduled token
 (prefill chunks, prefix-cache continuations and decode tokens together). It
-returns float32 logits at ``out.logits_indices`` only, evaluated.
+returns float32 logits at ``out.logits_indices`` only, evaluated
+(``execute_with_hidden`` also returns the hidden states of chosen rows, for prompt logprobs).
 
 Pure-decode steps (one token per sequence) run a forward traced once with
 ``mx.compile`` per (batch bucket, block-table width bucket), like CUDA-graph
@@ -82,26 +83,41 @@ class ModelRunner:
     # ------------------------------------------------------------------ step
 
     def execute(self, out) -> mx.array:
+        return self._execute(out, None)[0]
+
+    def execute_with_hidden(self, out, hidden_rows: np.ndarray) -> tuple[mx.array, mx.array]:
+        """Like ``execute``, plus the final hidden states (before the final norm) of the flat-batch
+        rows ``hidden_rows``, evaluated: prompt logprobs turn them into logits in slices
+        (``model.logits``) instead of materializing [rows, vocab] at once."""
+        logits, hidden = self._execute(out, np.asarray(hidden_rows, dtype=np.int32))
+        assert hidden is not None
+        return logits, hidden
+
+    def _execute(self, out, hidden_rows: np.ndarray | None) -> tuple[mx.array, mx.array | None]:
         t0 = time.perf_counter()
         copies = np.asarray(out.block_copies)
         if copies.size:
             self._copy_blocks(copies)
         num_tokens = len(out.token_ids)
         if num_tokens == 0:
-            return mx.zeros((0, self.vocab_size), dtype=mx.float32)
+            hidden = None if hidden_rows is None else mx.zeros((0, self.model.config.hidden), dtype=mx.float32)
+            return mx.zeros((0, self.vocab_size), dtype=mx.float32), hidden
         nst = np.asarray(out.num_scheduled_tokens)
-        if self._decode is not None and (nst == 1).all():
+        hidden = None
+        # The traced decode forward returns sampled logits only; a step that needs hidden rows
+        # (a one-token prefill chunk of a prompt-logprobs request) runs eagerly.
+        if self._decode is not None and (nst == 1).all() and hidden_rows is None:
             logits = self._execute_decode(out)
             written = ()
         else:
-            logits, written = self._execute_mixed(out)
+            logits, hidden, written = self._execute_mixed(out, hidden_rows)
         t1 = time.perf_counter()
-        mx.eval(logits, written)
+        mx.eval(logits, hidden, written)
         self.last_host_time = t1 - t0
         self.last_step_time = time.perf_counter() - t0
-        return logits
+        return logits, hidden
 
-    def _execute_mixed(self, out):
+    def _execute_mixed(self, out, hidden_rows: np.ndarray | None):
         tables = np.asarray(out.block_tables, dtype=np.int32)
         if tables.shape[1] == 0:
             tables = np.full((tables.shape[0], 1), -1, np.int32)
@@ -111,9 +127,12 @@ class ModelRunner:
             context_lens=mx.array(np.asarray(out.context_lens, dtype=np.int32)),
             query_start_loc=mx.array(np.asarray(out.query_start_loc, dtype=np.int32)),
         )
-        return self.model(mx.array(np.asarray(out.token_ids, dtype=np.int32)),
-                          mx.array(np.asarray(out.positions, dtype=np.int32)), meta, self.kv_caches,
-                          mx.array(np.asarray(out.logits_indices, dtype=np.int32)))
+        h, written = self.model.hidden_states(mx.array(np.asarray(out.token_ids, dtype=np.int32)),
+                                              mx.array(np.asarray(out.positions, dtype=np.int32)), meta,
+                                              self.kv_caches)
+        logits = self.model.logits(mx.take(h, mx.array(np.asarray(out.logits_indices, dtype=np.int32)), axis=0))
+        hidden = None if hidden_rows is None else mx.take(h, mx.array(hidden_rows), axis=0)
+        return logits, hidden, written
 
     def _execute_decode(self, out) -> mx.array:
         n = len(out.token_ids)

@@ -13,9 +13,12 @@ def append_token(req: RequestState, seq: SeqState, token: int, logprob: float,
     seq.output_ids.append(token)
     if seq.logprobs is not None:
         seq.cumulative_logprob += logprob
-        entry = {token: Logprob(token, logprob, token_text(token))}
+        # The sampler returns the top-k best first, so their ranks are their places; the sampled
+        # token's rank is known only when it is among them.
+        ranks = {tid: r for r, (tid, _) in enumerate(top or [], 1)}
+        entry = {token: Logprob(token, logprob, token_text(token), ranks.get(token))}
         for tid, lp in top or []:
-            entry.setdefault(tid, Logprob(tid, lp, token_text(tid)))
+            entry.setdefault(tid, Logprob(tid, lp, token_text(tid), ranks[tid]))
         seq.logprobs.append(entry)
 
     is_eos = token in req.stop_ids and not params.ignore_eos

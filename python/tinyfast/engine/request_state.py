@@ -67,6 +67,10 @@ class RequestState:
             for i, s in enumerate(seq_ids)
         ]
         self.forked = params.n == 1
+        # [None, entry for token 1, ...]: grows by whole chunks (engine/prompt_logprobs.py), so
+        # len - 1 prompt positions are scored; complete at len(prompt_ids).
+        self.prompt_logprobs: list[dict[int, Logprob] | None] | None = (
+            [None] if params.prompt_logprobs is not None else None)
         self.metrics = RequestMetrics(arrival_time=time.monotonic())
         self.error: str | None = None
 
@@ -97,7 +101,12 @@ class RequestState:
         return RequestOutput(
             request_id=self.request_id, prompt=self.prompt, prompt_token_ids=list(self.prompt_ids), outputs=outs,
             finished=self.finished, metrics=self.metrics, error=self.error,
+            prompt_logprobs=self.prompt_logprobs if self.prompt_logprobs_complete else None,
         )
+
+    @property
+    def prompt_logprobs_complete(self) -> bool:
+        return self.prompt_logprobs is not None and len(self.prompt_logprobs) == len(self.prompt_ids)
 
     def _holdback(self) -> int:
         # Text that could still turn out to be the start of a stop string is not shown yet.

@@ -176,6 +176,18 @@ class CausalLM:
         The pools are written in place; evaluate the returned ones (or the logits,
         which depend on every layer) in the same ``mx.eval`` as the logits.
         """
+        h, written = self.hidden_states(token_ids, positions, meta, caches)
+        if logits_indices is not None:
+            h = mx.take(h, logits_indices, axis=0)
+        return self.logits(h), written
+
+    def hidden_states(self, token_ids: mx.array, positions: mx.array, meta: AttentionMetadata,
+                      caches: list[KVCache]) -> tuple[mx.array, list[KVCache]]:
+        """The last block's output for every token (before the final norm) and the written pools.
+
+        Split from :meth:`logits` so a caller can turn only some rows into logits, in slices
+        (prompt logprobs: a [T, vocab] float32 array is 1 MB per token at a 262k vocabulary).
+        """
         h = self.embed(token_ids)
         if self.embed_scale is not None:
             h = h * self.embed_scale
@@ -183,10 +195,12 @@ class CausalLM:
         for layer, cache in zip(self.layers, caches):
             h, cache = layer(h, positions, cache, meta)
             written.append(cache)
-        if logits_indices is not None:
-            h = mx.take(h, logits_indices, axis=0)
+        return h, written
+
+    def logits(self, h: mx.array) -> mx.array:
+        """Float32 logits of hidden states ``[N, hidden]`` (final norm, LM head, softcap: all row-wise)."""
         logits = self.lm_head(self.norm(h))
         cap = self.options.final_logit_softcap
         if cap:
             logits = mx.tanh(logits / cap) * cap
-        return logits.astype(mx.float32), written
+        return logits.astype(mx.float32)

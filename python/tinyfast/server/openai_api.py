@@ -24,6 +24,7 @@ from tinyfast.server.generation import (
     streamed,
     unless_disconnected,
 )
+from tinyfast.server.logprobs_format import legacy_logprobs, top_logprobs, vllm_prompt_logprobs
 from tinyfast.server.openai_protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -55,7 +56,6 @@ _UNSUPPORTED = {
     "logit_bias": "logit_bias is not supported",
     "tools": "tool calling is not supported",
     "functions": "function calling is not supported",
-    "prompt_logprobs": "prompt logprobs are not supported by the engine yet",
     "guided_json": "guided decoding is not supported",
     "guided_regex": "guided decoding is not supported",
     "guided_choice": "guided decoding is not supported",
@@ -84,11 +84,11 @@ def _refuse_unsupported(req: Any) -> None:
         raise bad_request("tool calling is not supported", param="tool_choice", code="unsupported_parameter")
 
 
-def _params(req: Any, max_tokens: int | None, logprobs: int | None):
+def _params(req: Any, max_tokens: int | None, logprobs: int | None, prompt_logprobs: int | None = None):
     seed = None if req.seed is None else req.seed % 2**64
     kwargs = dict(n=req.n, max_tokens=max_tokens, seed=seed, stop=req.stop, stop_token_ids=req.stop_token_ids,
                   ignore_eos=req.ignore_eos, include_stop_str_in_output=req.include_stop_str_in_output,
-                  skip_special_tokens=req.skip_special_tokens, logprobs=logprobs)
+                  skip_special_tokens=req.skip_special_tokens, logprobs=logprobs, prompt_logprobs=prompt_logprobs)
     for name in ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
                  "repetition_penalty"):
         value = getattr(req, name)
@@ -116,8 +116,15 @@ def _usage(prompt_tokens: int, completion_tokens: int, cached: int) -> dict[str,
             "prompt_tokens_details": {"cached_tokens": cached}}
 
 
-def _top(entry: dict[int, Logprob], k: int) -> list[Logprob]:
-    return sorted(entry.values(), key=lambda lp: -lp.logprob)[:k]
+def _refuse_streamed_prompt_logprobs(req: Any) -> None:
+    if req.stream and req.prompt_logprobs is not None:
+        raise bad_request("prompt_logprobs is not available with stream: true", param="prompt_logprobs",
+                          code="unsupported_parameter")
+
+
+def _max_of(*values: int | None) -> int | None:
+    given = [v for v in values if v is not None]
+    return max(given) if given else None
 
 
 async def _streaming_body(request_path: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -157,10 +164,15 @@ async def completions(body: CompletionRequest, request: Request):
     state = _state(request)
     state.check_model(body.model)
     _refuse_unsupported(body)
-    if body.echo and body.logprobs is not None:
-        raise bad_request("echo with logprobs needs prompt logprobs, which the engine does not support yet",
-                          param="echo", code="unsupported_parameter")
-    params = _params(body, body.max_tokens, body.logprobs)
+    _refuse_streamed_prompt_logprobs(body)
+    if body.max_tokens == 0 and not body.echo:
+        raise bad_request("max_tokens must be >= 1 (0 only with echo: true, to score the prompt)",
+                          param="max_tokens", code="invalid_parameter_combination")
+    # max_tokens 0 (score the prompt: lm-eval's log-likelihood requests) runs one generation step,
+    # as vLLM does, and returns none of it. echo + logprobs reports the prompt's logprobs too.
+    max_tokens = 1 if body.max_tokens == 0 else body.max_tokens
+    prompt_k = _max_of(body.prompt_logprobs, body.logprobs if body.echo else None)
+    params = _params(body, max_tokens, body.logprobs, prompt_k)
     raw = body.prompt
     if isinstance(raw, str):
         raw = [raw]
@@ -176,7 +188,7 @@ async def completions(body: CompletionRequest, request: Request):
             ids = list(p)
             check_token_ids(state, ids, "prompt")
             texts.append(state.tokenizer.decode(ids, skip_special_tokens=False) if body.echo else "")
-        check_context(state, len(ids), body.max_tokens)
+        check_context(state, len(ids), max_tokens)
         prompts.append(ids)
     rid = new_id("cmpl")
     created = int(time.time())
@@ -196,17 +208,27 @@ class _Completion:
     def _index(self, prompt_index: int, c: CompletionOutput) -> int:
         return prompt_index * self.body.n + c.index
 
-    def _logprobs(self, c: CompletionOutput, token_ids: list[int], entries: list[dict[int, Logprob]],
+    @property
+    def _score_only(self) -> bool:
+        return self.body.max_tokens == 0
+
+    @property
+    def _echo_logprobs(self) -> bool:
+        return self.body.echo and self.body.logprobs is not None
+
+    def _logprobs(self, token_ids: list[int], entries: list[dict[int, Logprob] | None],
                   offset: int) -> dict[str, Any]:
-        tokens, lps, tops, offsets = [], [], [], []
-        for tid, entry in zip(token_ids, entries):
-            lp = entry.get(tid)
-            tokens.append(lp.token if lp else "")
-            lps.append(lp.logprob if lp else None)
-            tops.append({e.token: e.logprob for e in entry.values()})
-            offsets.append(offset)
-            offset += len(tokens[-1])
-        return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
+        return legacy_logprobs(token_ids, entries, self.body.logprobs or 0, offset, self.state.tokenizer.token_bytes)
+
+    def _generated(self, c: CompletionOutput) -> tuple[str, list[int], list[dict[int, Logprob]]]:
+        if self._score_only:  # the one token generated to get there is not part of the answer
+            return "", [], []
+        return c.text, c.token_ids, c.logprobs or []
+
+    def _prompt_logprobs_field(self, i: int, out: RequestOutput) -> Any:
+        if self.body.prompt_logprobs is None:
+            return None
+        return vllm_prompt_logprobs(self.prompts[i], out.prompt_logprobs, self.body.prompt_logprobs)
 
     async def complete(self, params) -> dict[str, Any]:
         finals = await collect(generate(self.state, self.prompts, params, self.rid, "completions"), len(self.prompts))
@@ -216,13 +238,17 @@ class _Completion:
         for i, out in enumerate(finals):
             cached += out.metrics.num_cached_tokens if out.metrics else 0
             for c in out.outputs:
-                completion_tokens += len(c.token_ids)
+                text, token_ids, entries = self._generated(c)
+                completion_tokens += len(token_ids)
                 prefix = self.texts[i] if self.body.echo else ""
                 logprobs = None
-                if self.body.logprobs is not None and c.logprobs is not None:
-                    logprobs = self._logprobs(c, c.token_ids, c.logprobs, len(prefix))
-                choices.append({"index": self._index(i, c), "text": prefix + c.text, "logprobs": logprobs,
-                                "finish_reason": _finish_reason(c)})
+                if self._echo_logprobs:
+                    logprobs = self._logprobs(self.prompts[i] + token_ids, out.prompt_logprobs + entries, 0)
+                elif self.body.logprobs is not None:
+                    logprobs = self._logprobs(token_ids, entries, len(prefix))
+                choices.append({"index": self._index(i, c), "text": prefix + text, "logprobs": logprobs,
+                                "finish_reason": "length" if self._score_only else _finish_reason(c),
+                                "prompt_logprobs": self._prompt_logprobs_field(i, out)})
         choices.sort(key=lambda ch: ch["index"])
         prompt_tokens = sum(len(p) for p in self.prompts)
         return {"id": self.rid, "object": "text_completion", "created": self.created, "model": self.state.model_id,
@@ -237,13 +263,14 @@ class _Completion:
         offsets: dict[int, int] = {}
         completion_tokens: dict[int, int] = {}
         ended: set[int] = set()
+        echoed: set[int] = set()
         cached = 0
 
         def chunk(index: int, text: str, logprobs, finish_reason) -> bytes:
             return _sse({**base, "choices": [{"index": index, "text": text, "logprobs": logprobs,
                                               "finish_reason": finish_reason}]})
 
-        if body.echo:
+        if body.echo and not self._echo_logprobs:
             for i, text in enumerate(self.texts):
                 for j in range(body.n):
                     offsets[i * body.n + j] = len(text)
@@ -254,17 +281,28 @@ class _Completion:
                     cached += out.metrics.num_cached_tokens
                 for c in out.outputs:
                     index = self._index(i, c)
+                    if self._echo_logprobs and index not in echoed:
+                        # The prompt's logprobs exist once its prefill is done: the first output.
+                        echoed.add(index)
+                        logprobs = self._logprobs(self.prompts[i], out.prompt_logprobs, 0)
+                        offsets[index] = (logprobs["text_offset"][-1] + len(logprobs["tokens"][-1])
+                                          if logprobs["tokens"] else 0)
+                        yield chunk(index, self.texts[i], logprobs, None)
+                    finish = None
+                    if c.finish_reason is not None and index not in ended:  # later outputs repeat it
+                        ended.add(index)
+                        finish = "length" if self._score_only else _finish_reason(c)
+                    if self._score_only:
+                        if finish:
+                            yield chunk(index, "", None, finish)
+                        continue
                     completion_tokens[index] = len(c.token_ids)
                     logprobs = None
                     new = c.delta_token_ids
                     if body.logprobs is not None and c.logprobs is not None and new:
-                        logprobs = self._logprobs(c, new, c.logprobs[len(c.logprobs) - len(new):],
+                        logprobs = self._logprobs(new, c.logprobs[len(c.logprobs) - len(new):],
                                                   offsets.get(index, 0))
                     offsets[index] = offsets.get(index, 0) + len(c.delta_text)
-                    finish = None
-                    if c.finish_reason is not None and index not in ended:  # later outputs repeat it
-                        ended.add(index)
-                        finish = _finish_reason(c)
                     if c.delta_text or logprobs or finish:
                         yield chunk(index, c.delta_text, logprobs, finish)
         if include_usage:
@@ -282,6 +320,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     state = _state(request)
     state.check_model(body.model)
     _refuse_unsupported(body)
+    _refuse_streamed_prompt_logprobs(body)
     if body.top_logprobs is not None and not body.logprobs:
         raise bad_request("top_logprobs needs logprobs: true", param="top_logprobs",
                           code="invalid_parameter_combination")
@@ -292,7 +331,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    params = _params(body, max_tokens, logprobs)
+    params = _params(body, max_tokens, logprobs, body.prompt_logprobs)
     ids = await render_chat(state, messages)
     check_context(state, len(ids), max_tokens, param)
     run = _Chat(state, body, new_id("chatcmpl"), int(time.time()), ids)
@@ -317,7 +356,7 @@ class _Chat:
             content.append({
                 "token": lp.token, "logprob": lp.logprob, "bytes": list(token_bytes(tid)),
                 "top_logprobs": [{"token": e.token, "logprob": e.logprob, "bytes": list(token_bytes(e.token_id))}
-                                 for e in _top(entry, k)],
+                                 for e in top_logprobs(entry, k)],
             })
         return {"content": content}
 
@@ -332,8 +371,12 @@ class _Chat:
                             "logprobs": logprobs, "finish_reason": _finish_reason(c)})
         completion_tokens = sum(len(c.token_ids) for c in out.outputs)
         cached = out.metrics.num_cached_tokens if out.metrics else 0
+        prompt_logprobs = None
+        if self.body.prompt_logprobs is not None:
+            prompt_logprobs = vllm_prompt_logprobs(self.ids, out.prompt_logprobs, self.body.prompt_logprobs)
         return {"id": self.rid, "object": "chat.completion", "created": self.created, "model": self.state.model_id,
-                "choices": choices, "usage": _usage(len(self.ids), completion_tokens, cached)}
+                "choices": choices, "usage": _usage(len(self.ids), completion_tokens, cached),
+                "prompt_logprobs": prompt_logprobs}
 
     async def stream(self, params) -> AsyncIterator[bytes]:
         body = self.body

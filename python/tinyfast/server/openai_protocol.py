@@ -93,6 +93,9 @@ class _SamplingFields(_Request):
     ignore_eos: bool = False
     include_stop_str_in_output: bool = False
     skip_special_tokens: bool = True
+    prompt_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS), WHOLE] | None = Field(
+        None, description="vLLM extension: per prompt token after the first, its logprob and this many "
+                          "alternatives (`prompt_logprobs` in the response); not with `stream`")
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -105,8 +108,8 @@ class CompletionRequest(_SamplingFields):
         Annotated[list[TokenId], Field(min_length=1)],
         Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1, max_length=MAX_PROMPTS)],
     ]
-    max_tokens: Annotated[int, Field(ge=1), WHOLE] | None = Field(
-        16, description="default 16; null: up to the context length")
+    max_tokens: Annotated[int, Field(ge=0), WHOLE] | None = Field(
+        16, description="default 16; null: up to the context length; 0 (with `echo`): score the prompt only")
     echo: bool = False
     logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS), WHOLE] | None = None
 
@@ -153,11 +156,23 @@ class CompletionLogprobs(BaseModel):
     text_offset: list[int]
 
 
+class PromptLogprob(BaseModel):
+    """vLLM's shape of one token's entry in `prompt_logprobs` (keyed by token id)."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str
+
+
+PromptLogprobs = list[dict[str, PromptLogprob] | None]
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
     logprobs: CompletionLogprobs | None = None
     finish_reason: Literal["stop", "length"] | None = None
+    prompt_logprobs: PromptLogprobs | None = Field(None, description="with `prompt_logprobs` (vLLM extension)")
 
 
 class CompletionResponse(BaseModel):
@@ -202,6 +217,7 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    prompt_logprobs: PromptLogprobs | None = Field(None, description="with `prompt_logprobs` (vLLM extension)")
 
 
 class ModelCard(BaseModel):
