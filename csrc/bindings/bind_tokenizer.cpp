@@ -38,13 +38,8 @@ std::string_view utf8_of(nb::handle s, bool allow_surrogates, nb::object& keep) 
   return {data, static_cast<size_t>(size)};
 }
 
-// Builds in place (nanobind's __init__ protocol); the GIL is released for the
-// index building, after the token strings are copied out.
-void init(core::SpmTokenizer* self, nb::list tokens, Vec1D<float> scores, Vec1D<int32_t> types, int32_t bos_id,
-          int32_t eos_id, int32_t unk_id, bool add_bos, bool add_eos, bool add_space_prefix) {
+void copy_tokens(nb::list tokens, std::string& blob, std::vector<uint64_t>& offsets) {
   const size_t n = nb::len(tokens);
-  std::string blob;
-  std::vector<uint64_t> offsets;
   offsets.reserve(n + 1);
   offsets.push_back(0);
   blob.reserve(n * 8);
@@ -53,6 +48,15 @@ void init(core::SpmTokenizer* self, nb::list tokens, Vec1D<float> scores, Vec1D<
     blob.append(utf8_of(t, true, keep));
     offsets.push_back(blob.size());
   }
+}
+
+// Builds in place (nanobind's __init__ protocol); the GIL is released for the
+// index building, after the token strings are copied out.
+void init(core::SpmTokenizer* self, nb::list tokens, Vec1D<float> scores, Vec1D<int32_t> types, int32_t bos_id,
+          int32_t eos_id, int32_t unk_id, bool add_bos, bool add_eos, bool add_space_prefix) {
+  std::string blob;
+  std::vector<uint64_t> offsets;
+  copy_tokens(tokens, blob, offsets);
   std::vector<float> s(scores.data(), scores.data() + scores.shape(0));
   std::vector<int32_t> k(types.data(), types.data() + types.shape(0));
   const core::SpmOptions options{bos_id, eos_id, unk_id, add_bos, add_eos, add_space_prefix};

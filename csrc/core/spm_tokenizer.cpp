@@ -95,9 +95,9 @@ SpmTokenizer::SpmTokenizer(std::string blob, std::vector<uint64_t> offsets, std:
       throw std::invalid_argument("SpmTokenizer: special token id " + std::to_string(id) + " is outside the vocabulary");
   if ((options_.add_bos && options_.bos_id < 0) || (options_.add_eos && options_.eos_id < 0))
     throw std::invalid_argument("SpmTokenizer: add_bos/add_eos without a bos/eos id");
-  build_index();
-  build_merge_ranks();
-  build_atomic_trie();
+  const std::vector<int32_t> first = build_index();
+  build_merge_ranks(first);
+  build_atomic_trie(first);
   for (int b = 0; b < 256; ++b) {
     char name[8];
     std::snprintf(name, sizeof(name), "<0x%02X>", b);
@@ -107,7 +107,8 @@ SpmTokenizer::SpmTokenizer(std::string blob, std::vector<uint64_t> offsets, std:
   unk_symbol_ = options_.unk_id < 0 ? -1 : find(token(options_.unk_id));
 }
 
-void SpmTokenizer::build_index() {
+std::vector<int32_t> SpmTokenizer::build_index() {
+  std::vector<int32_t> first(types_.size());
   uint64_t capacity = 16;
   while (capacity < 2 * types_.size()) capacity *= 2;
   slots_.assign(capacity, -1);
@@ -118,11 +119,16 @@ void SpmTokenizer::build_index() {
     for (uint64_t h = hash(s) & slot_mask_;; h = (h + 1) & slot_mask_) {
       if (slots_[h] < 0) {
         slots_[h] = id;
+        first[id] = id;
         break;
       }
-      if (token(slots_[h]) == s) break;  // spelled like an earlier id: text encodes to that one
+      if (token(slots_[h]) == s) {  // spelled like an earlier id: text encodes to that one
+        first[id] = slots_[h];
+        break;
+      }
     }
   }
+  return first;
 }
 
 int32_t SpmTokenizer::find(std::string_view s) const {
@@ -132,7 +138,7 @@ int32_t SpmTokenizer::find(std::string_view s) const {
   }
 }
 
-void SpmTokenizer::build_merge_ranks() {
+void SpmTokenizer::build_merge_ranks(const std::vector<int32_t>& first_id) {
   // A string spelled by several normal tokens appears once per token in the
   // derived merge list, and the tokenizers BPE keeps the rank of the last
   // entry: the worst (score, id).
@@ -140,7 +146,7 @@ void SpmTokenizer::build_merge_ranks() {
   merge_id_.assign(types_.size(), -1);
   for (int32_t id = 0; id < size(); ++id) {
     if (types_[id] != kTokenNormal || count_chars(token(id)) < 2) continue;
-    const int32_t first = find(token(id));
+    const int32_t first = first_id[id];
     const float s = scores_[id];
     if (merge_id_[first] < 0 || s < merge_score_[first] || (s == merge_score_[first] && id > merge_id_[first])) {
       merge_score_[first] = s;
@@ -149,13 +155,13 @@ void SpmTokenizer::build_merge_ranks() {
   }
 }
 
-void SpmTokenizer::build_atomic_trie() {
+void SpmTokenizer::build_atomic_trie(const std::vector<int32_t>& first_id) {
   trie_.assign(1, TrieNode{});
   for (int32_t id = 0; id < size(); ++id) {
     const int32_t t = types_[id];
     if (t != kTokenControl && t != kTokenUnknown && t != kTokenUserDefined) continue;
     const std::string_view s = token(id);
-    if (!s.empty()) insert_atomic(s, find(s), t != kTokenUserDefined);
+    if (!s.empty()) insert_atomic(s, first_id[id], t != kTokenUserDefined);
   }
 }
 

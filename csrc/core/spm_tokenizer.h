@@ -80,9 +80,9 @@ class SpmTokenizer {
     bool special = false;
   };
 
-  void build_index();
-  void build_merge_ranks();
-  void build_atomic_trie();
+  std::vector<int32_t> build_index();  // returns each id's first id
+  void build_merge_ranks(const std::vector<int32_t>& first_id);
+  void build_atomic_trie(const std::vector<int32_t>& first_id);
   void insert_atomic(std::string_view s, int32_t id, bool special);
   AtomicMatch longest_atomic(std::string_view text, size_t pos) const;
   void encode_stretch(std::string_view text, std::vector<int32_t>& out) const;
