@@ -21,6 +21,7 @@
 //      leftmost position (see PairRank in the .cpp).
 //   5. BOS/EOS around the whole text when asked.
 // Immutable after construction: encode may run on many threads at once.
+#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -102,7 +103,7 @@ class SpmTokenizer {
   std::vector<int32_t> merge_id_;
 
   std::vector<TrieNode> trie_;  // node 0: root
-  int32_t byte_ids_[256];       // first id of "<0xNN>", -1 if absent
+  std::array<int32_t, 256> byte_ids_{};  // first id of "<0xNN>", -1 if absent
   bool byte_fallback_ = false;
   int32_t unk_symbol_ = -1;     // first id spelled like the unknown token
 };

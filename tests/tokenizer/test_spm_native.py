@@ -185,6 +185,10 @@ def _random_vocab(seed: int, *, bytes_: str, unk: bool, space_prefix: bool, add_
     add("<ctl>", CONTROL)
     add("\n\n", USER_DEFINED)
     add("ab", rng.choice([USER_DEFINED, NORMAL]))
+    # normal tokens spelled like byte-token pairs: byte-fallback symbols merge by their spelling,
+    # as the derived merge list makes tokenizers do
+    add("<0x0A>a", NORMAL, 5.0)
+    add("b<0x0A>", NORMAL, 5.0)
     # duplicate spellings: text encodes to the first id
     for _ in range(3):
         add(rng.choice(tokens[3:]), rng.choice([NORMAL, NORMAL, USER_DEFINED, UNUSED]))
@@ -240,7 +244,7 @@ def test_small_vocab_random_text(small_pair, text):
 
 def test_small_vocab_fixed_cases(small_pair):
     tok, hf = small_pair
-    for text in ["", " ", "a", "ab", "abab abcd", "xyz", "ax😀é", "😀é😀", "<s>", "<s>a</s>", "<u>a<u>", "d\n\n\nb", "x\na", "😀\n", "yx\nz"]:
+    for text in ["", " ", "a", "ab", "abab abcd", "xyz", "ax😀é", "😀é😀", "<s>", "<s>a</s>", "<u>a<u>", "d\n\n\nb", "x\na", "😀\n", "yx\nz", "b\na"]:
         assert_same(tok, hf, text)
 
 
