@@ -103,7 +103,9 @@ class Tokenizer:
         native = None
         if vocab.model == "llama":
             native = _native_spm(vocab, types)
-            hf: tokenizers.Tokenizer | Callable[[], tokenizers.Tokenizer] = lambda: build_hf_tokenizer(vocab)
+            # Keeps the metadata's compact arrays for later, not the parsed vocabulary's lists.
+            saved = dict(meta)
+            hf: tokenizers.Tokenizer | Callable[[], tokenizers.Tokenizer] = lambda: build_hf_tokenizer(saved)
             pieces = TokenPieces.build(native.pieces(), special, strip_leading_space=vocab.add_space_prefix)
         else:
             hf = build_hf_tokenizer(vocab)
