@@ -13,6 +13,7 @@ void bind_gguf(nb::module_& m);
 void bind_quant(nb::module_& m);
 void bind_attention(nb::module_& m);
 void bind_layers(nb::module_& m);
+void bind_tokenizer(nb::module_& m);
 }  // namespace tinyfast::bindings
 
 NB_MODULE(_C, m) {
@@ -24,6 +25,7 @@ NB_MODULE(_C, m) {
   tinyfast::bindings::bind_quant(m);
   tinyfast::bindings::bind_attention(m);
   tinyfast::bindings::bind_layers(m);
+  tinyfast::bindings::bind_tokenizer(m);
   // Import-time probe that this module and mlx.core share nanobind's type
   // universe; without it every op taking an mx.array fails with an opaque
   // "incompatible function arguments".

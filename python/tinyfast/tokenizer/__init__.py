@@ -1,5 +1,6 @@
-"""Tokenizers for tinyfast: GGUF or HuggingFace vocabularies on HuggingFace `tokenizers`,
-streaming detokenization, and Jinja chat templates. Depends on nothing else in tinyfast."""
+"""Tokenizers for tinyfast: GGUF or HuggingFace vocabularies, streaming detokenization, and Jinja
+chat templates. GGUF SentencePiece vocabularies encode with the native `tinyfast._C.SpmTokenizer`,
+the rest with HuggingFace `tokenizers`; nothing else in tinyfast is used."""
 
 from .chat_template import ChatTemplate, ChatTemplateError, builtin_template, validate_messages
 from .detokenizer import IncrementalDetokenizer, TokenPieces

@@ -1,8 +1,10 @@
 """The tokenizer the engine uses: encode, decode, stream, stop tokens and chat template.
 
 Built either from GGUF metadata (`from_gguf_metadata`) or from a HuggingFace checkpoint directory
-(`from_hf_dir`: tokenizer.json + tokenizer_config.json). Encoding runs in HuggingFace `tokenizers`;
-decoding uses per-token byte pieces (see detokenizer.py) so streamed and one-shot text agree.
+(`from_hf_dir`: tokenizer.json + tokenizer_config.json). GGUF SentencePiece ("llama") vocabularies
+encode natively (`tinyfast._C.SpmTokenizer`: building the equivalent `tokenizers` BPE takes seconds
+for a 262k vocabulary); everything else encodes in HuggingFace `tokenizers`. Decoding uses per-token
+byte pieces (see detokenizer.py) so streamed and one-shot text agree.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tokenizers
 from tokenizers import processors
+
+from tinyfast import _C
 
 from .chat_template import ChatTemplate, builtin_template
 from .detokenizer import (
@@ -50,7 +55,7 @@ class Tokenizer:
 
     def __init__(
         self,
-        hf: tokenizers.Tokenizer,
+        hf: tokenizers.Tokenizer | Callable[[], tokenizers.Tokenizer],
         *,
         tokens: list[str | None],
         special_ids: Iterable[int],
@@ -61,10 +66,18 @@ class Tokenizer:
         pad_token_id: int | None = None,
         chat_template: str | None = None,
         architecture: str | None = None,
+        native: _C.SpmTokenizer | None = None,
     ):
-        self.hf = hf
+        """`hf` is the `tokenizers.Tokenizer`, or a function that builds it on first use of `.hf`
+        when `native` encodes and `pieces` decode (nothing else then needs it)."""
+        self._hf = hf if isinstance(hf, tokenizers.Tokenizer) else None
+        self._hf_factory = None if self._hf is not None else hf
+        self._hf_lock = threading.Lock()
+        if native is None and self._hf is None:
+            raise ValueError("a Tokenizer without a native encoder needs its tokenizers.Tokenizer up front")
+        self._native = native
         self._tokens = tokens
-        self._ids = {t: i for i, t in reversed(list(enumerate(tokens))) if t is not None}
+        self._ids = None if native is not None else _first_ids(tokens)
         self.special_ids = frozenset(special_ids)
         self._pieces = pieces
         self.bos_token_id = bos_token_id
@@ -75,7 +88,7 @@ class Tokenizer:
         self._chat_template: ChatTemplate | None = None
         self._lock = threading.Lock()
         self.eos_token_ids = self._stop_ids(extra_eos_token_ids)
-        first = hf.encode("", add_special_tokens=True).ids
+        first = self.encode("", add_special_tokens=True)
         self.add_bos = bos_token_id is not None and first[:1] == [bos_token_id]
 
     # --- construction -------------------------------------------------------------------------
@@ -85,20 +98,43 @@ class Tokenizer:
         """From a GGUF file's metadata mapping (`tokenizer.ggml.*`, `tokenizer.chat_template`,
         `general.architecture`)."""
         vocab = parse_gguf_vocab(meta)
-        hf = build_hf_tokenizer(vocab)
-        special = [i for i, k in enumerate(vocab.token_types) if k in (CONTROL, UNKNOWN, UNUSED)]
+        types = np.asarray(vocab.token_types, dtype=np.int32)
+        special = np.flatnonzero(np.isin(types, (CONTROL, UNKNOWN, UNUSED))).tolist()
+        native = None
+        if vocab.model == "llama":
+            native = _native_spm(vocab, types)
+            # Keeps the metadata's compact arrays for later, not the parsed vocabulary's lists.
+            saved = dict(meta)
+            hf: tokenizers.Tokenizer | Callable[[], tokenizers.Tokenizer] = lambda: build_hf_tokenizer(saved)
+            pieces = TokenPieces.build(native.pieces(), special, strip_leading_space=vocab.add_space_prefix)
+        else:
+            hf = build_hf_tokenizer(vocab)
+            pieces = _gguf_pieces(vocab, special)
         return cls(
             hf,
-            tokens=list(vocab.tokens),
+            tokens=vocab.tokens,
             special_ids=special,
-            pieces=_gguf_pieces(vocab, special),
+            pieces=pieces,
             bos_token_id=vocab.bos_token_id,
             eos_token_id=vocab.eos_token_id,
             extra_eos_token_ids=vocab.eot_token_ids,
             pad_token_id=vocab.pad_token_id,
             chat_template=vocab.chat_template,
             architecture=vocab.architecture,
+            native=native,
         )
+
+    @property
+    def hf(self) -> tokenizers.Tokenizer:
+        """The equivalent `tokenizers.Tokenizer` (HF export, cross-checks). For GGUF SentencePiece
+        vocabularies it is built on first access (seconds for 262k tokens); encoding, decoding
+        and streaming never need it."""
+        if self._hf is None:
+            with self._hf_lock:
+                if self._hf is None:
+                    assert self._hf_factory is not None
+                    self._hf = self._hf_factory()
+        return self._hf
 
     @classmethod
     def from_hf_dir(cls, path: str | Path) -> Tokenizer:
@@ -157,6 +193,8 @@ class Tokenizer:
         a user) are encoded as plain text instead of as the control token."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, not {type(text).__name__}")
+        if self._native is not None:
+            return self._native.encode(text, add_special_tokens, parse_special)
         # One flag on the shared tokenizer switches special-token parsing; the lock keeps a flip
         # from racing an encode in another thread (copying a 262k-token tokenizer takes seconds).
         with self._lock:
@@ -169,6 +207,8 @@ class Tokenizer:
                     self.hf.encode_special_tokens = False
 
     def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[int]]:
+        if self._native is not None:
+            return self._native.encode_batch(list(texts), add_special_tokens)
         with self._lock:
             encodings = self.hf.encode_batch(list(texts), add_special_tokens=add_special_tokens)
         return [e.ids for e in encodings]
@@ -206,6 +246,9 @@ class Tokenizer:
         return self._tokens[token_id]
 
     def token_to_id(self, token: str) -> int | None:
+        if self._native is not None:
+            return self._native.token_to_id(token) if isinstance(token, str) else None
+        assert self._ids is not None
         return self._ids.get(token)
 
     # --- chat ----------------------------------------------------------------------------------
@@ -244,7 +287,7 @@ class Tokenizer:
             stops.add(self.eos_token_id)
         template = self.chat_template_source or ""
         for text in END_OF_TURN_TOKENS + END_OF_TEXT_TOKENS:
-            i = self._ids.get(text)
+            i = self.token_to_id(text)
             if i is None or i not in self.special_ids:
                 continue
             if text in END_OF_TEXT_TOKENS or text in template:
@@ -258,7 +301,31 @@ class Tokenizer:
         )
 
 
+def _first_ids(tokens: Sequence[str | None]) -> dict[str, int]:
+    # Several ids may share a spelling; text encodes to the first, so it wins.
+    ids = dict(zip(reversed(tokens), range(len(tokens) - 1, -1, -1)))
+    ids.pop(None, None)  # type: ignore[call-overload]
+    return ids
+
+
+def _native_spm(vocab: GGUFVocab, types: np.ndarray) -> _C.SpmTokenizer:
+    assert vocab.scores is not None
+    return _C.SpmTokenizer(
+        vocab.tokens,
+        np.asarray(vocab.scores, dtype=np.float32),
+        types,
+        bos_id=-1 if vocab.bos_token_id is None else vocab.bos_token_id,
+        eos_id=-1 if vocab.eos_token_id is None else vocab.eos_token_id,
+        unk_id=-1 if vocab.unk_token_id is None else vocab.unk_token_id,
+        add_bos=vocab.add_bos,
+        add_eos=vocab.add_eos,
+        add_space_prefix=vocab.add_space_prefix,
+    )
+
+
 def _gguf_pieces(vocab: GGUFVocab, special: Sequence[int]) -> TokenPieces:
+    """Decode pieces in Python (gpt2 vocabularies; for llama ones the cross-check of the native
+    `SpmTokenizer.pieces`)."""
     types = vocab.token_types
     if vocab.model == "llama":
         pieces = [
