@@ -177,7 +177,7 @@ def test_affine4_tail_layout():
 
 
 def test_scalar_forced_by_environment():
-    """TINYFAST_CPU_DISABLE=avx2 makes 'auto' the scalar path, bit for bit."""
+    """TINYFAST_CPU_DISABLE=avx512f,avx2,neon makes 'auto' the scalar path, bit for bit."""
     t, w = weight("q4_k", 33, 256)
     x, _ = activations(3, 256)
     expect = np.array(qmatmul(x, w, kernel="scalar"))
@@ -194,7 +194,7 @@ def test_scalar_forced_by_environment():
     with tempfile.TemporaryDirectory() as d:
         np.save(f"{d}/raw.npy", t["raw"])
         np.save(f"{d}/x.npy", np.array(x))
-        env = dict(os.environ, TINYFAST_CPU_DISABLE="avx512f,avx2")
+        env = dict(os.environ, TINYFAST_CPU_DISABLE="avx512f,avx2,neon")
         subprocess.run([sys.executable, "-c", code, f"{d}/raw.npy", f"{d}/x.npy", f"{d}/y.npy"],
                        env=env, check=True, capture_output=True)
         np.testing.assert_array_equal(np.load(f"{d}/y.npy"), expect)

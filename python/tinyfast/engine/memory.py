@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import mmap
 import os
 import platform
 import subprocess
+
+import mlx.core as mx
+import numpy as np
+
+from tinyfast import _C
 
 
 TYPICAL_SEQUENCE_TOKENS = 2048
@@ -61,3 +68,23 @@ def plan_kv_blocks(*, bytes_per_block: int, block_size: int, model_max_len: int,
             f"{num_blocks}; lower max_model_len or give the cache more memory"
         )
     return num_blocks, min(wanted_len, pool_tokens)
+
+
+_DTYPE_NAMES = {mx.float16: "float16", mx.bfloat16: "bfloat16", mx.float32: "float32"}
+
+
+def zeroed_pool(shape: tuple[int, ...], dtype) -> mx.array:
+    """``mx.zeros(shape, dtype)`` whose memory the OS commits page by page on first write.
+
+    Zero-filling a multi-GB KV pool up front costs a page fault per 4 KiB (over a second per GB)
+    and makes all of it resident although most blocks may never be used. On MLX's CPU backend the
+    pool is instead an anonymous private mapping (zero pages until written) viewed in place as an
+    MLX array; it stays writable in place by ``write_kv``. With Metal present this returns
+    ``mx.zeros``: GPU buffers come from MLX's own allocator."""
+    name = _DTYPE_NAMES.get(dtype)
+    nbytes = math.prod(shape) * dtype.size
+    if name is None or nbytes == 0 or mx.metal.is_available():
+        return mx.zeros(shape, dtype=dtype)
+    mapping = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    # The array keeps the NumPy view, and through it the mapping, alive.
+    return _C.gguf_mlx_view(np.frombuffer(mapping, dtype=np.uint8), list(shape), name)

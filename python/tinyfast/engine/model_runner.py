@@ -24,6 +24,7 @@ import time
 import mlx.core as mx
 import numpy as np
 
+from tinyfast.engine.memory import zeroed_pool
 from tinyfast.layers import AttentionMetadata
 from tinyfast.ops import write_kv
 
@@ -57,7 +58,7 @@ class ModelRunner:
         shape = (num_blocks, block_size, cfg.n_kv_heads, cfg.head_dim)
         # One array per layer and per K/V: write_kv needs row-contiguous pools it can
         # write in place (an integer index into one big array would gather a copy).
-        self.kv_caches = [(mx.zeros(shape, dtype=kv_dtype), mx.zeros(shape, dtype=kv_dtype))
+        self.kv_caches = [(zeroed_pool(shape, kv_dtype), zeroed_pool(shape, kv_dtype))
                           for _ in range(cfg.n_layers)]
         mx.eval(self.kv_caches)
         self._decode = mx.compile(self._decode_forward) if compile_decode else None
