@@ -1,0 +1,93 @@
+// The emulator library: every metal/*.metal file compiled as C++ against the
+// shim, and a small C ABI for ctypes (see emu.py).
+#include <cstdio>
+#include <cstring>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "launch.h"
+#include "runtime.h"
+// After every standard header: the shim defines `device`, `thread`, ... as
+// empty macros.
+#include "metal_shim.h"
+
+namespace tfemu {
+std::map<std::string, KernelEntry>& registry() {
+  static std::map<std::string, KernelEntry> r;
+  return r;
+}
+}  // namespace tfemu
+
+#include "all_kernels.inc"  // one #include per metal/*.metal file, written by emu.py
+
+#include "kernels/params.h"
+
+namespace {
+std::string g_names;
+std::set<std::string> g_launched;
+std::string g_launched_names;
+}  // namespace
+
+extern "C" {
+
+// sizeof of the parameter structs, so the Python mirrors can be checked.
+int tfemu_param_size(const char* name) {
+  const std::string n = name;
+  if (n == "WriteKVParams") return sizeof(tf::WriteKVParams);
+  if (n == "PagedAttentionParams") return sizeof(tf::PagedAttentionParams);
+  if (n == "QMatvecParams") return sizeof(tf::QMatvecParams);
+  return -1;
+}
+
+// Newline-separated host names of all registered entry points.
+const char* tfemu_kernel_names() {
+  g_names.clear();
+  for (const auto& kv : tfemu::registry()) g_names += kv.first + "\n";
+  return g_names.c_str();
+}
+
+const char* tfemu_launched_names() {
+  g_launched_names.clear();
+  for (const auto& n : g_launched) g_launched_names += n + "\n";
+  return g_launched_names.c_str();
+}
+
+// Launches `name` on a grid of `grid` threadgroups of `group` threads.
+// args[i] is the i-th buffer / constant argument; args[threadgroup_arg]
+// (if >= 0) is replaced by the threadgroup's memory. Returns 0, or 1 with a
+// message in `err`.
+int tfemu_launch(const char* name, void** args, int num_args, int threadgroup_arg, const unsigned* grid,
+                 const unsigned* group, unsigned long threadgroup_bytes, unsigned long long seed, char* err,
+                 int err_len) {
+  auto fail = [&](const std::string& msg) {
+    std::snprintf(err, err_len, "%s", msg.c_str());
+    return 1;
+  };
+  auto it = tfemu::registry().find(name);
+  if (it == tfemu::registry().end()) return fail(std::string("no entry point named ") + name);
+  if (it->second.num_args != num_args)
+    return fail(std::string(name) + " takes " + std::to_string(it->second.num_args) + " arguments, got " +
+                std::to_string(num_args));
+  tfemu::LaunchConfig cfg;
+  cfg.grid = {grid[0], grid[1], grid[2]};
+  cfg.group = {group[0], group[1], group[2]};
+  cfg.threadgroup_bytes = threadgroup_bytes;
+  cfg.seed = seed;
+  const auto& invoke = it->second.invoke;
+  try {
+    tfemu::run_grid(cfg, [&](const tfemu::LaneIds& ids) {
+      void* a[32];
+      for (int i = 0; i < num_args && i < 32; ++i) a[i] = args[i];
+      if (threadgroup_arg >= 0) a[threadgroup_arg] = ids.threadgroup_memory;
+      invoke(a, ids);
+    });
+  } catch (const std::exception& e) {
+    return fail(std::string(name) + ": " + e.what());
+  }
+  g_launched.insert(name);
+  return 0;
+}
+
+}  // extern "C"
