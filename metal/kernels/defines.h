@@ -12,6 +12,9 @@ using namespace metal;
 // `name`, which csrc/metal builds from the same table (kernel_names.h).
 #define TF_INSTANTIATE(name, func, ...) \
   template [[host_name(name)]] [[kernel]] decltype(func<__VA_ARGS__>) func<__VA_ARGS__>;
+// `threadgroup` is an (empty) macro in the emulator, so the attribute of a
+// threadgroup-memory argument is spelled through this one.
+#define TF_THREADGROUP_BUFFER(i) [[threadgroup(i)]]
 #elif !defined(TF_INSTANTIATE)
 #error "kernel headers need Metal or tests/metal_emu/metal_shim.h"
 #endif

@@ -44,14 +44,16 @@ struct PagedAttentionParams {
   int heads_per_group; // decode: query heads one simdgroup handles (<= kDecodeMaxHeads)
 };
 
-// Decode: one simdgroup (one threadgroup of 32 threads) per
-// (sequence, kv head, chunk of at most kDecodeMaxHeads query heads, partition).
-// buffers: 0 q, 1 k_cache, 2 v_cache, 3 block_tables, 4 context_lens,
-//          5 out (no split) or partial acc float [parts, seqs, heads, D],
-//          6 partial max float [parts, seqs, heads], 7 partial sum, 8 params
+// Decode: one simdgroup (a threadgroup of 32 threads) per (sequence, kv head,
+// chunk of at most kDecodeMaxHeads of its query heads[, partition]).
+// grid: (num_kv_heads * chunks, num_seqs, num_partitions or 1)
+// decode buffers: 0 q, 1 k_cache, 2 v_cache, 3 block_tables, 4 context_lens, 5 out, 6 params
+// split buffers:  0 q, 1 k_cache, 2 v_cache, 3 block_tables, 4 context_lens,
+//                 5 partial acc float [parts, seqs, heads, D], 6 partial max float
+//                 [parts, seqs, heads], 7 partial sum (same shape), 8 params
+// reduce (one simdgroup per (head, sequence)): 0 partial acc, 1 partial max,
+//                 2 partial sum, 3 out, 4 params
 TF_CONSTEXPR int kDecodeMaxHeads = 8;
-// Decode reduce: one simdgroup per (query head, sequence).
-// buffers: 0 partial acc, 1 partial max, 2 partial sum, 3 out, 4 params
 
 // Prefill: kPrefillSimdgroups simdgroups, each 8 query rows of one head;
 // a threadgroup per (head, sequence, query tile of kPrefillRows).

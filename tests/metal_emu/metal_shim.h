@@ -23,9 +23,15 @@ typedef unsigned short ushort;
 typedef unsigned char uchar;
 typedef unsigned long ulong;
 
-// half: clang's storage-only __fp16 (arithmetic promotes to float; the result
-// rounds back on assignment). bfloat: top 16 bits of a float, rounded to even.
-typedef __fp16 half;
+// half / bfloat: 16-bit storage; arithmetic promotes to float and the result
+// rounds (to nearest even) when stored back. clang on x86-64 has no usable
+// native half type for return values, hence the structs.
+struct half {
+  uint16_t bits;
+  half() = default;
+  half(float f) : bits(tfemu::float_to_half_bits(f)) {}
+  operator float() const { return tfemu::half_bits_to_float(bits); }
+};
 
 struct bfloat {
   uint16_t bits;
@@ -295,5 +301,6 @@ using namespace metal;
 // function template instance with the emulator's launcher table (launch.h).
 #define TF_EMU_CAT2(a, b) a##b
 #define TF_EMU_CAT(a, b) TF_EMU_CAT2(a, b)
+#define TF_THREADGROUP_BUFFER(i)
 #define TF_INSTANTIATE(name, func, ...) \
   static ::tfemu::Registrar TF_EMU_CAT(tf_emu_reg_, __COUNTER__){name, &func<__VA_ARGS__>};

@@ -241,9 +241,9 @@ void note_matrix_op(int kind) {
 
 }  // namespace tfemu
 
-// __fp16 (the shim's `half`) converts through these compiler-rt helpers,
-// which the x86-64 toolchain does not ship; round to nearest even like Metal.
-extern "C" float __gnu_h2f_ieee(unsigned short h) {
+namespace tfemu {
+
+float half_bits_to_float(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
   uint32_t bits;
@@ -261,7 +261,8 @@ extern "C" float __gnu_h2f_ieee(unsigned short h) {
   return out;
 }
 
-extern "C" unsigned short __gnu_f2h_ieee(float f) {
+// Round to nearest even, like Metal's float -> half conversion.
+uint16_t float_to_half_bits(float f) {
   uint32_t bits;
   std::memcpy(&bits, &f, 4);
   const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
@@ -281,3 +282,5 @@ extern "C" unsigned short __gnu_f2h_ieee(float f) {
   if (rem > half || (rem == half && (q & 1u))) ++q;
   return static_cast<uint16_t>(sign | q);
 }
+
+}  // namespace tfemu

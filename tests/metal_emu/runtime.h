@@ -63,4 +63,8 @@ void sync(Sync kind, const void* site);
 // agree on the count at every synchronization point and at exit.
 void note_matrix_op(int kind);
 
+// IEEE binary16 conversions for the shim's `half`.
+float half_bits_to_float(uint16_t h);
+uint16_t float_to_half_bits(float f);
+
 }  // namespace tfemu
