@@ -64,6 +64,8 @@ TF_CONSTEXPR int kPrefillRows = 8 * kPrefillSimdgroups;
 TF_CONSTEXPR int kPrefillKeys = 16;  // keys per tile
 
 // ---- quantized matvec (GGUF formats) -------------------------------------------
+// Format ids of the instantiations (the byte layouts: csrc/core/quant_blocks.h).
+enum QFormat : int { kQ4_0 = 0, kQ5_0 = 1, kQ8_0 = 2, kQ4_K = 3, kQ6_K = 4 };
 // y[m, n] = sum_k x[m, k] W[n, k]; W rows of GGUF blocks.
 // buffers: 0 x [M, K], 1 W bytes [N, row_bytes], 2 y [M, N], 3 params
 struct QMatvecParams {

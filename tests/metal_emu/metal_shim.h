@@ -98,6 +98,13 @@ template <typename T>
 inline T clamp(T x, T lo, T hi) { return min(max(x, lo), hi); }
 template <typename T>
 inline T select(T a, T b, bool c) { return c ? b : a; }
+template <typename To, typename From>
+inline To as_type(From x) {
+  static_assert(sizeof(To) == sizeof(From), "as_type needs equal sizes");
+  To out;
+  std::memcpy(&out, &x, sizeof out);
+  return out;
+}
 inline float dot(float2 a, float2 b) { return a.x * b.x + a.y * b.y; }
 inline float dot(float4 a, float4 b) { return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w; }
 #undef TF_EMU_MATH1
