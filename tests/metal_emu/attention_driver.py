@@ -53,3 +53,26 @@ def decode(emulator, batch, q, scale, window=None, softcap=None, partition_size=
     emulator.launch(f"tf_paged_attention_decode_reduce_{dtype}_d{d}", [acc, mx_, sm, out, p],
                     (heads, num_seqs, 1), (32,), 0, seed)
     return from_storage(out, dtype)
+
+
+def prefill(emulator, batch, q, query_start_loc, scale, causal=True, window=None, softcap=None, seed=0):
+    """q float32 [T, H, D]; sequence s owns q[qsl[s]:qsl[s+1]] -> float32 output."""
+    dtype = batch.dtype
+    num_tokens, heads, d = q.shape
+    num_seqs = len(batch.context_lens)
+    out = to_storage(np.zeros(q.shape, np.float32), dtype)
+    if num_tokens == 0 or num_seqs == 0:
+        return from_storage(out, dtype)
+    max_blocks = batch.block_tables.shape[1]
+    p = attention_params(q.shape, batch.k_cache.shape, num_seqs, max_blocks, scale, causal, window, softcap)
+    smem = (params.PREFILL_KEYS * d + params.PREFILL_SIMDGROUPS * (8 * params.PREFILL_KEYS + 64)) * 4
+    # The host cannot read query_start_loc (device data): tiles cover the
+    # longest possible sequence, and surplus threadgroups exit at once.
+    tiles = -(-num_tokens // params.PREFILL_ROWS)
+    emulator.launch(f"tf_paged_attention_prefill_{dtype}_d{d}",
+                    [to_storage(q, dtype), to_storage(batch.k_cache, dtype), to_storage(batch.v_cache, dtype),
+                     np.ascontiguousarray(batch.block_tables, np.int32),
+                     np.ascontiguousarray(query_start_loc, np.int32),
+                     np.ascontiguousarray(batch.context_lens, np.int32), out, p, THREADGROUP],
+                    (heads, num_seqs, tiles), (32 * params.PREFILL_SIMDGROUPS,), smem, seed)
+    return from_storage(out, dtype)
