@@ -36,18 +36,20 @@ def find_clang() -> str | None:
     return None
 
 
-def _inputs(metal_dir: Path) -> list[Path]:
-    files = sorted(metal_dir.rglob("*.h")) + sorted(metal_dir.glob("*.metal"))
+def _inputs(metal_dir: Path, entry_files: list[Path]) -> list[Path]:
+    files = sorted(metal_dir.rglob("*.h")) + entry_files
     return files + [HERE / f for f in EMU_SOURCES + EMU_HEADERS]
 
 
-def build(metal_dir: Path = METAL_DIR, cache_root: Path | None = None) -> Path:
-    """Compiles the emulator for the kernels in `metal_dir`; returns the .so path."""
+def build(metal_dir: Path = METAL_DIR, cache_root: Path | None = None, only: list[str] | None = None) -> Path:
+    """Compiles the emulator for the kernels in `metal_dir` (all *.metal files,
+    or the ones named in `only`); returns the .so path."""
     clang = find_clang()
     if clang is None:
         raise RuntimeError("clang++ not found")
     h = hashlib.sha256(" ".join([clang] + CXXFLAGS).encode())
-    for f in _inputs(metal_dir):
+    entry_files = sorted(metal_dir.glob("*.metal")) if only is None else [metal_dir / n for n in only]
+    for f in _inputs(metal_dir, entry_files):
         h.update(str(f.relative_to(metal_dir.parent if f.is_relative_to(metal_dir) else HERE)).encode())
         h.update(f.read_bytes())
     cache_root = cache_root or Path(tempfile.gettempdir()) / "tinyfast-metal-emu"
@@ -57,7 +59,7 @@ def build(metal_dir: Path = METAL_DIR, cache_root: Path | None = None) -> Path:
         return lib
     tmp = Path(tempfile.mkdtemp(dir=cache_root if cache_root.exists() else None))
     (tmp / "all_kernels.inc").write_text(
-        "".join(f'#include "{p}"\n' for p in sorted(metal_dir.glob("*.metal"))))
+        "".join(f'#include "{p}"\n' for p in entry_files))
     cmd = [clang, *CXXFLAGS, "-shared", f"-I{HERE}", f"-I{metal_dir}", f"-I{tmp}",
            *[str(HERE / s) for s in EMU_SOURCES], "-o", str(tmp / "libtfemu.so")]
     res = subprocess.run(cmd, capture_output=True, text=True)

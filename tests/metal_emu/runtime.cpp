@@ -83,47 +83,44 @@ const char* kind_name(Sync k) {
   throw std::runtime_error(os.str());
 }
 
-// Releases simdgroups whose lanes all wait at the same SIMD collective or
-// simdgroup_barrier; reports lanes of one simdgroup that disagree.
-bool release_simdgroups(Group& g) {
-  bool progress = false;
-  for (int sg = 0; sg < g.simd_groups; ++sg) {
-    const int lo = sg * kSimdWidth, hi = std::min<int>(lo + kSimdWidth, g.lanes.size());
-    const Lane* waiting = nullptr;
-    bool any_simd = false;
-    for (int i = lo; i < hi; ++i) {
-      const Lane& l = g.lanes[i];
-      if (l.state == State::Waiting && l.kind != Sync::ThreadgroupBarrier) {
-        any_simd = true;
-        waiting = &l;
-      }
-    }
-    if (!any_simd) continue;
-    for (int i = lo; i < hi; ++i) {
-      const Lane& l = g.lanes[i];
-      if (l.state == State::Done)
-        fail(g, where(*waiting) + " waits at " + kind_name(waiting->kind) + " that " + where(l) +
-                    " never reaches (it finished): divergent control flow around a SIMD-group operation");
-      if (l.kind != waiting->kind || l.site != waiting->site)
-        fail(g, where(*waiting) + " waits at " + kind_name(waiting->kind) + " while " + where(l) + " waits at " +
-                    kind_name(l.kind) + " elsewhere: divergent control flow in a simdgroup");
-      if (l.matrix_ops != waiting->matrix_ops)
-        fail(g, where(l) + " and " + where(*waiting) +
-                    " ran different simdgroup_matrix operations before meeting: divergent control flow");
-    }
-    for (int i = lo; i < hi; ++i) {
-      g.lanes[i].state = State::Ready;
-      if (g.lanes[i].kind == Sync::Simd) ++g.lanes[i].collectives;
-    }
-    progress = true;
+// Releases simdgroup `sg` if all its lanes wait at the same SIMD collective or
+// simdgroup_barrier; reports lanes of the simdgroup that disagree.
+bool release_simdgroup(Group& g, int sg) {
+  const int lo = sg * kSimdWidth, hi = std::min<int>(lo + kSimdWidth, g.lanes.size());
+  const Lane* waiting = nullptr;
+  for (int i = lo; i < hi; ++i) {
+    const Lane& l = g.lanes[i];
+    if (l.state == State::Waiting && l.kind != Sync::ThreadgroupBarrier) waiting = &l;
   }
-  return progress;
+  if (!waiting) return false;
+  for (int i = lo; i < hi; ++i) {
+    const Lane& l = g.lanes[i];
+    if (l.state == State::Done)
+      fail(g, where(*waiting) + " waits at " + kind_name(waiting->kind) + " that " + where(l) +
+                  " never reaches (it finished): divergent control flow around a SIMD-group operation");
+    if (l.kind != waiting->kind || l.site != waiting->site)
+      fail(g, where(*waiting) + " waits at " + kind_name(waiting->kind) + " while " + where(l) + " waits at " +
+                  kind_name(l.kind) + " elsewhere: divergent control flow in a simdgroup");
+    if (l.matrix_ops != waiting->matrix_ops)
+      fail(g, where(l) + " and " + where(*waiting) +
+                  " ran different simdgroup_matrix operations before meeting: divergent control flow");
+  }
+  for (int i = lo; i < hi; ++i) {
+    g.lanes[i].state = State::Ready;
+    if (g.lanes[i].kind == Sync::Simd) ++g.lanes[i].collectives;
+  }
+  return true;
 }
 
-void run_group(Group& g, std::mt19937_64& rng) {
-  std::vector<int> order(g.lanes.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
-  for (;;) {
+// Runs simdgroup `sg` as far as it can go on its own: until each of its lanes
+// has finished or waits at a threadgroup barrier. Its lanes run one at a time
+// in a random order per step, so a lane reads threadgroup memory before its
+// neighbours wrote it unless a barrier orders them.
+void run_simdgroup_ahead(Group& g, int sg, std::mt19937_64& rng) {
+  const int lo = sg * kSimdWidth, hi = std::min<int>(lo + kSimdWidth, g.lanes.size());
+  std::vector<int> order;
+  for (int i = lo; i < hi; ++i) order.push_back(i);
+  do {
     std::shuffle(order.begin(), order.end(), rng);
     for (int i : order) {
       if (g.lanes[i].state != State::Ready) continue;
@@ -131,7 +128,19 @@ void run_group(Group& g, std::mt19937_64& rng) {
       swapcontext(&g.scheduler, &g.lanes[i].ctx);
       g.current = -1;
     }
-    if (release_simdgroups(g)) continue;
+  } while (release_simdgroup(g, sg));
+}
+
+// Simdgroups run ahead of each other, in a random order per barrier phase:
+// a simdgroup reaches its next threadgroup barrier (or the end) before the
+// next one starts, so threadgroup memory another simdgroup still needs is
+// overwritten unless a threadgroup barrier protects it.
+void run_group(Group& g, std::mt19937_64& rng) {
+  std::vector<int> sgs(g.simd_groups);
+  for (int i = 0; i < g.simd_groups; ++i) sgs[i] = i;
+  for (;;) {
+    std::shuffle(sgs.begin(), sgs.end(), rng);
+    for (int sg : sgs) run_simdgroup_ahead(g, sg, rng);
     // No simdgroup can move: either everybody is done, or at a threadgroup barrier.
     const Lane* at_barrier = nullptr;
     const Lane* done = nullptr;
