@@ -31,6 +31,4 @@ inline T from_float(float x) {
   return static_cast<T>(x);
 }
 
-constant constexpr int kSimd = 32;  // lanes per simdgroup (all Apple GPUs)
-
 }  // namespace tf

@@ -13,6 +13,8 @@
 
 namespace tf {
 
+TF_CONSTEXPR int kSimd = 32;  // lanes per simdgroup (all Apple GPUs)
+
 // ---- write_kv ------------------------------------------------------------------
 // buffers: 0 k, 1 v, 2 k_cache, 3 v_cache, 4 slot_mapping, 5 params
 struct WriteKVParams {
