@@ -86,8 +86,7 @@ void paged_attention(const mx::Stream& s, const AttentionOptions& o, const std::
     enc.set_input_array(inputs[5], 5);
     enc.set_output_array(out, 6);
     enc.set_bytes(p, 7);
-    enc.set_threadgroup_memory_length(
-        sizeof(float) * (tf::kPrefillKeys * head_dim + tf::kPrefillSimdgroups * (8 * tf::kPrefillKeys + 64)), 0);
+    enc.set_threadgroup_memory_length(sizeof(float) * tf::prefill_threadgroup_floats(head_dim), 0);
     const int tiles = (p.num_tokens + tf::kPrefillRows - 1) / tf::kPrefillRows;
     enc.dispatch_threadgroups(MTL::Size(p.num_heads, p.num_seqs, tiles),
                               MTL::Size(tf::kSimd * tf::kPrefillSimdgroups, 1, 1));
@@ -97,7 +96,7 @@ void paged_attention(const mx::Stream& s, const AttentionOptions& o, const std::
   const int group = p.num_heads / p.num_kv_heads;
   const int chunks = (group + p.heads_per_group - 1) / p.heads_per_group;
   const int64_t capacity = static_cast<int64_t>(p.max_blocks) * p.block_size;
-  const size_t smem = sizeof(float) * (tf::kDecodeMaxHeads * head_dim + tf::kDecodeMaxHeads * tf::kSimd);
+  const size_t smem = sizeof(float) * tf::decode_threadgroup_floats(head_dim);
   enc.set_input_array(inputs[4], 4);  // context_lens
   enc.set_threadgroup_memory_length(smem, 0);
   if (capacity <= kSplitAbove) {

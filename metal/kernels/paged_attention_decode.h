@@ -20,13 +20,6 @@
 
 namespace tf {
 
-// Threadgroup memory: scaled q rows [kDecodeMaxHeads][D], then probabilities
-// [kDecodeMaxHeads][32].
-template <int D>
-constexpr int decode_threadgroup_floats() {
-  return kDecodeMaxHeads * D + kDecodeMaxHeads * kSimd;
-}
-
 struct DecodeItem {
   int seq, kvh, head0, num_heads, part;
 };

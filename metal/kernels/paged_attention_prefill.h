@@ -23,14 +23,6 @@
 
 namespace tf {
 
-// Threadgroup memory (floats): the K/V tile [kPrefillKeys][D], then per
-// simdgroup P [8][kPrefillKeys] and an 8x8 scratch tile.
-constant constexpr int kPrefillScratch = 8 * kPrefillKeys + 64;
-template <int D>
-constexpr int prefill_threadgroup_floats() {
-  return kPrefillKeys * D + kPrefillSimdgroups * kPrefillScratch;
-}
-
 // Stages rows [kt, kt + kPrefillKeys) of one kv head as float; rows at or past
 // `hi` are zero (their probabilities are 0, and 0 * garbage could be NaN).
 template <typename T, int D>

@@ -56,6 +56,9 @@ struct PagedAttentionParams {
 // reduce (one simdgroup per (head, sequence)): 0 partial acc, 1 partial max,
 //                 2 partial sum, 3 out, 4 params
 TF_CONSTEXPR int kDecodeMaxHeads = 8;
+// Threadgroup memory of decode / split (floats): scaled q rows
+// [kDecodeMaxHeads][head_dim], then probabilities [kDecodeMaxHeads][32].
+constexpr int decode_threadgroup_floats(int head_dim) { return kDecodeMaxHeads * (head_dim + kSimd); }
 
 // Prefill: kPrefillSimdgroups simdgroups, each 8 query rows of one head;
 // a threadgroup per (head, sequence, query tile of kPrefillRows).
@@ -64,6 +67,13 @@ TF_CONSTEXPR int kDecodeMaxHeads = 8;
 TF_CONSTEXPR int kPrefillSimdgroups = 4;
 TF_CONSTEXPR int kPrefillRows = 8 * kPrefillSimdgroups;
 TF_CONSTEXPR int kPrefillKeys = 16;  // keys per tile
+// Per simdgroup: P [8][kPrefillKeys] and an 8x8 scratch tile.
+TF_CONSTEXPR int kPrefillScratch = 8 * kPrefillKeys + 64;
+// Threadgroup memory of prefill (floats): the K/V tile [kPrefillKeys][head_dim]
+// and the simdgroups' scratch.
+constexpr int prefill_threadgroup_floats(int head_dim) {
+  return kPrefillKeys * head_dim + kPrefillSimdgroups * kPrefillScratch;
+}
 
 // ---- quantized matvec (GGUF formats) -------------------------------------------
 // Format ids of the instantiations (the byte layouts: csrc/core/quant_blocks.h).

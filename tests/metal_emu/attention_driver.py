@@ -37,7 +37,7 @@ def decode(emulator, batch, q, scale, window=None, softcap=None, partition_size=
     p = attention_params(q.shape, batch.k_cache.shape, num_seqs, max_blocks, scale, True, window, softcap,
                          partition_size, parts)
     chunks = -(-(heads // kvh) // p.heads_per_group)
-    smem = (params.DECODE_MAX_HEADS * d + params.DECODE_MAX_HEADS * 32) * 4
+    smem = 4 * emulator.constant("decode_threadgroup_floats", d)
     common = [to_storage(q, dtype), to_storage(batch.k_cache, dtype), to_storage(batch.v_cache, dtype),
               np.ascontiguousarray(batch.block_tables, np.int32),
               np.ascontiguousarray(batch.context_lens, np.int32)]
@@ -65,7 +65,7 @@ def prefill(emulator, batch, q, query_start_loc, scale, causal=True, window=None
         return from_storage(out, dtype)
     max_blocks = batch.block_tables.shape[1]
     p = attention_params(q.shape, batch.k_cache.shape, num_seqs, max_blocks, scale, causal, window, softcap)
-    smem = (params.PREFILL_KEYS * d + params.PREFILL_SIMDGROUPS * (8 * params.PREFILL_KEYS + 64)) * 4
+    smem = 4 * emulator.constant("prefill_threadgroup_floats", d)
     # The host cannot read query_start_loc (device data): tiles cover the
     # longest possible sequence, and surplus threadgroups exit at once.
     tiles = -(-num_tokens // params.PREFILL_ROWS)

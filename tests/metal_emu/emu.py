@@ -84,6 +84,8 @@ class Emulator:
         self.lib.tfemu_launched_names.restype = ctypes.c_char_p
         self.lib.tfemu_param_size.restype = ctypes.c_int
         self.lib.tfemu_param_size.argtypes = [ctypes.c_char_p]
+        self.lib.tfemu_constant.restype = ctypes.c_int
+        self.lib.tfemu_constant.argtypes = [ctypes.c_char_p, ctypes.c_int]
         self.lib.tfemu_launch.restype = ctypes.c_int
         self.lib.tfemu_launch.argtypes = [
             ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int,
@@ -98,6 +100,12 @@ class Emulator:
 
     def param_size(self, struct_name: str) -> int:
         return self.lib.tfemu_param_size(struct_name.encode())
+
+    def constant(self, name: str, head_dim: int = 0) -> int:
+        """A launch constant or threadgroup-memory size of metal/kernels/params.h."""
+        value = self.lib.tfemu_constant(name.encode(), head_dim)
+        assert value >= 0, name
+        return value
 
     def launch(self, name: str, args: list, grid, group, threadgroup_bytes: int = 0, seed: int = 0):
         """args: C-contiguous numpy arrays (written in place), ctypes structures

@@ -41,6 +41,21 @@ int tfemu_param_size(const char* name) {
   return -1;
 }
 
+// Launch constants of params.h, so the Python drivers use the host's numbers.
+int tfemu_constant(const char* name, int head_dim) {
+  const std::string n = name;
+  if (n == "decode_threadgroup_floats") return tf::decode_threadgroup_floats(head_dim);
+  if (n == "prefill_threadgroup_floats") return tf::prefill_threadgroup_floats(head_dim);
+  if (n == "kWriteKVThreads") return tf::kWriteKVThreads;
+  if (n == "kDecodeMaxHeads") return tf::kDecodeMaxHeads;
+  if (n == "kPrefillSimdgroups") return tf::kPrefillSimdgroups;
+  if (n == "kPrefillRows") return tf::kPrefillRows;
+  if (n == "kPrefillKeys") return tf::kPrefillKeys;
+  if (n == "kQMatvecSimdgroups") return tf::kQMatvecSimdgroups;
+  if (n == "kQMatvecRows") return tf::kQMatvecRows;
+  return -1;
+}
+
 // Newline-separated host names of all registered entry points.
 const char* tfemu_kernel_names() {
   g_names.clear();
