@@ -41,14 +41,17 @@ def _inputs(metal_dir: Path, entry_files: list[Path]) -> list[Path]:
     return files + [HERE / f for f in EMU_SOURCES + EMU_HEADERS]
 
 
-def build(metal_dir: Path = METAL_DIR, cache_root: Path | None = None, only: list[str] | None = None) -> Path:
+def build(metal_dir: Path = METAL_DIR, cache_root: Path | None = None, only: list[str] | None = None,
+          extra: list[Path] | None = None) -> Path:
     """Compiles the emulator for the kernels in `metal_dir` (all *.metal files,
-    or the ones named in `only`); returns the .so path."""
+    or the ones named in `only`) plus the entry-point files `extra`; returns
+    the .so path."""
     clang = find_clang()
     if clang is None:
         raise RuntimeError("clang++ not found")
     h = hashlib.sha256(" ".join([clang] + CXXFLAGS).encode())
     entry_files = sorted(metal_dir.glob("*.metal")) if only is None else [metal_dir / n for n in only]
+    entry_files += list(extra or [])
     for f in _inputs(metal_dir, entry_files):
         h.update(str(f.relative_to(metal_dir.parent if f.is_relative_to(metal_dir) else HERE)).encode())
         h.update(f.read_bytes())

@@ -224,7 +224,10 @@ __attribute__((noinline)) T simd_prefix_exclusive_sum(T x) {
 // Each lane keeps the whole tile: with every lane of a simdgroup executing the
 // same operations (checked by the runtime) the copies stay equal, and loads
 // still read threadgroup memory at the moment this lane runs, so a missing
-// barrier before a simdgroup_load is visible.
+// barrier before a simdgroup_load is visible. The lanes are not in lockstep:
+// storing a tile over memory that other lanes of the simdgroup still have to
+// load needs a simdgroup_barrier in between here (conservative: such code is
+// flagged, never passed by accident).
 template <typename T, int Cols, int Rows>
 struct simdgroup_matrix {
   static_assert(Cols == 8 && Rows == 8, "only 8x8 tiles are emulated");
