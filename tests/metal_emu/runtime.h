@@ -7,11 +7,14 @@
 // the same threadgroup_barrier. Anything else -- a lane that finished, or
 // waits at another call site -- is reported as an error instead of hanging.
 //
-// Why this catches missing barriers: between synchronization points the lanes
-// run one after another in a seeded random order, and threadgroup memory
-// starts as 0xFF bytes (NaN as float/half). A kernel that reads another
-// lane's threadgroup write without a barrier in between reads poison or stale
-// data for most orders, so its parity check fails.
+// Why this catches missing barriers: the schedule is adversarial. Between
+// threadgroup barriers one simdgroup runs as far as it can before the next
+// one starts (simdgroups in a seeded random order), and within a simdgroup
+// the lanes run one at a time in a random order between SIMD synchronization
+// points. Threadgroup memory starts as 0xFF bytes (NaN as float/half). A
+// kernel that reads another lane's or simdgroup's threadgroup write without a
+// barrier in between reads poison or stale data, or has its data overwritten
+// early, so its parity check fails.
 #pragma once
 
 #include <cstddef>
