@@ -82,6 +82,7 @@ int tfemu_launch(const char* name, void** args, int num_args, int threadgroup_ar
   };
   auto it = tfemu::registry().find(name);
   if (it == tfemu::registry().end()) return fail(std::string("no entry point named ") + name);
+  if (num_args > 32) return fail("more than 32 arguments");
   if (it->second.num_args != num_args)
     return fail(std::string(name) + " takes " + std::to_string(it->second.num_args) + " arguments, got " +
                 std::to_string(num_args));
@@ -94,7 +95,7 @@ int tfemu_launch(const char* name, void** args, int num_args, int threadgroup_ar
   try {
     tfemu::run_grid(cfg, [&](const tfemu::LaneIds& ids) {
       void* a[32];
-      for (int i = 0; i < num_args && i < 32; ++i) a[i] = args[i];
+      for (int i = 0; i < num_args; ++i) a[i] = args[i];
       if (threadgroup_arg >= 0) a[threadgroup_arg] = ids.threadgroup_memory;
       invoke(a, ids);
     });
