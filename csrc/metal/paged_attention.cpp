@@ -1,7 +1,7 @@
 // Paged attention on the GPU: decode (plain or split-K + reduce) and prefill.
 // Grids follow metal/kernels/params.h; the host never reads the metadata
 // arrays (they are device data of this step), so grids are sized by the
-// shapes: prefill tiles cover the longest possible sequence, split-K
+// shapes: prefill launches an upper bound on the query tiles, split-K
 // partitions the block-table capacity.
 #include <algorithm>
 #include <stdexcept>
@@ -87,8 +87,7 @@ void paged_attention(const mx::Stream& s, const AttentionOptions& o, const std::
     enc.set_output_array(out, 6);
     enc.set_bytes(p, 7);
     enc.set_threadgroup_memory_length(sizeof(float) * tf::prefill_threadgroup_floats(head_dim), 0);
-    const int tiles = (p.num_tokens + tf::kPrefillRows - 1) / tf::kPrefillRows;
-    enc.dispatch_threadgroups(MTL::Size(p.num_heads, p.num_seqs, tiles),
+    enc.dispatch_threadgroups(MTL::Size(p.num_heads, tf::prefill_max_tiles(p.num_tokens, p.num_seqs), 1),
                               MTL::Size(tf::kSimd * tf::kPrefillSimdgroups, 1, 1));
     return;
   }

@@ -1,8 +1,8 @@
 // Varlen prefill attention (chunked prefill, prefix-cache hits): tiled flash
 // attention on simdgroup matrices.
 //
-// A threadgroup handles kPrefillRows query rows of one query head of one
-// sequence: kPrefillSimdgroups simdgroups of 8 rows each. Per key tile of
+// A threadgroup handles kPrefillRows query rows (a tile) of one query head of
+// one sequence: kPrefillSimdgroups simdgroups of 8 rows each. Per key tile of
 // kPrefillKeys keys, all threads stage K (then V) rows from the paged pool
 // into threadgroup memory as float; each simdgroup computes its 8 x 16 logits
 // S = Q K^T with 8x8 simdgroup_multiply_accumulate, runs the online softmax
@@ -41,10 +41,22 @@ inline void paged_attention_prefill_impl(const device T* q, const device T* k_ca
                                          constant PagedAttentionParams& p, threadgroup float* smem, uint3 tgid,
                                          uint tid, uint lane, uint sg) {
   constexpr int BK = kPrefillKeys, C = D / 8;
-  const int head = static_cast<int>(tgid.x), seq = static_cast<int>(tgid.y), tile = static_cast<int>(tgid.z);
+  const int head = static_cast<int>(tgid.x);
+  // tgid.y enumerates the query tiles of all sequences in order; the host
+  // cannot read query_start_loc, so it launches an upper bound and surplus
+  // threadgroups exit (uniformly: the whole threadgroup returns).
+  int seq = -1, tile = static_cast<int>(tgid.y);
+  for (int s = 0; s < p.num_seqs; ++s) {
+    const int tiles = (query_start_loc[s + 1] - query_start_loc[s] + kPrefillRows - 1) / kPrefillRows;
+    if (tile < tiles) {
+      seq = s;
+      break;
+    }
+    tile -= tiles;
+  }
+  if (seq < 0) return;
   const int q_start = query_start_loc[seq];
   const int nq = query_start_loc[seq + 1] - q_start;
-  if (tile * kPrefillRows >= nq) return;  // the whole threadgroup: grid z covers the longest sequence
   const int ctx = context_lens[seq];
   const int first_pos = ctx - nq;
   const int kvh = head / (p.num_heads / p.num_kv_heads);

@@ -60,13 +60,21 @@ TF_CONSTEXPR int kDecodeMaxHeads = 8;
 // [kDecodeMaxHeads][head_dim], then probabilities [kDecodeMaxHeads][32].
 constexpr int decode_threadgroup_floats(int head_dim) { return kDecodeMaxHeads * (head_dim + kSimd); }
 
-// Prefill: kPrefillSimdgroups simdgroups, each 8 query rows of one head;
-// a threadgroup per (head, sequence, query tile of kPrefillRows).
+// Prefill: kPrefillSimdgroups simdgroups, each 8 query rows of one head; a
+// threadgroup per (head, query tile). Tiles of kPrefillRows queries are
+// numbered over all sequences in order; since the host does not read
+// query_start_loc, it launches prefill_max_tiles() of them (an upper bound)
+// and the surplus ones exit at once.
+// grid: (num_heads, prefill_max_tiles(num_tokens, num_seqs), 1)
 // buffers: 0 q, 1 k_cache, 2 v_cache, 3 block_tables, 4 query_start_loc,
 //          5 context_lens, 6 out, 7 params
 TF_CONSTEXPR int kPrefillSimdgroups = 4;
 TF_CONSTEXPR int kPrefillRows = 8 * kPrefillSimdgroups;
 TF_CONSTEXPR int kPrefillKeys = 16;  // keys per tile
+// sum over sequences of ceil(n_s / rows) <= num_tokens / rows + (non-empty sequences).
+constexpr int prefill_max_tiles(int num_tokens, int num_seqs) {
+  return (num_tokens + kPrefillRows - 1) / kPrefillRows + (num_seqs < num_tokens ? num_seqs : num_tokens);
+}
 // Per simdgroup: P [8][kPrefillKeys] and an 8x8 scratch tile.
 TF_CONSTEXPR int kPrefillScratch = 8 * kPrefillKeys + 64;
 // Threadgroup memory of prefill (floats): the K/V tile [kPrefillKeys][head_dim]

@@ -66,13 +66,13 @@ def prefill(emulator, batch, q, query_start_loc, scale, causal=True, window=None
     max_blocks = batch.block_tables.shape[1]
     p = attention_params(q.shape, batch.k_cache.shape, num_seqs, max_blocks, scale, causal, window, softcap)
     smem = 4 * emulator.constant("prefill_threadgroup_floats", d)
-    # The host cannot read query_start_loc (device data): tiles cover the
-    # longest possible sequence, and surplus threadgroups exit at once.
-    tiles = -(-num_tokens // params.PREFILL_ROWS)
+    # The host cannot read query_start_loc (device data): it launches an upper
+    # bound on the tiles of all sequences (prefill_max_tiles in params.h).
+    tiles = -(-num_tokens // params.PREFILL_ROWS) + min(num_seqs, num_tokens)
     emulator.launch(f"tf_paged_attention_prefill_{dtype}_d{d}",
                     [to_storage(q, dtype), to_storage(batch.k_cache, dtype), to_storage(batch.v_cache, dtype),
                      np.ascontiguousarray(batch.block_tables, np.int32),
                      np.ascontiguousarray(query_start_loc, np.int32),
                      np.ascontiguousarray(batch.context_lens, np.int32), out, p, THREADGROUP],
-                    (heads, num_seqs, tiles), (32 * params.PREFILL_SIMDGROUPS,), smem, seed)
+                    (heads, tiles, 1), (32 * params.PREFILL_SIMDGROUPS,), smem, seed)
     return from_storage(out, dtype)

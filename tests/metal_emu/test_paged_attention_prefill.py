@@ -86,3 +86,10 @@ def test_empty_batch_and_sequences_without_queries(emulator):
     batch = make_paged(rng, [3, 16], 2, 64, 16)
     out = drv.prefill(emulator, batch, np.zeros((0, 4, 64), np.float32), np.array([0, 0, 0], np.int32), 0.125)
     assert out.shape == (0, 4, 64)
+
+
+def test_tiles_numbered_over_sequences(emulator):
+    """Sequences with 1, 32, 33 and 64 queries (1-2 tiles each, sequences
+    without queries in between): every tile finds its sequence."""
+    check(emulator, 2, 1, 64, 8, "float32", [(40, 33), (5, 0), (5, 1), (70, 64), (33, 32), (9, 0), (1, 1)],
+          seed=12)
