@@ -14,6 +14,8 @@ def emulator() -> emu.Emulator:
     lib = emu.Emulator(emu.build())
     for struct in params.ALL:
         assert lib.param_size(struct.__name__) == ctypes.sizeof(struct), struct.__name__
+        for field, _ in struct._fields_:
+            assert lib.param_offset(struct.__name__, field) == getattr(struct, field).offset, (struct.__name__, field)
     mirrors = {"kWriteKVThreads": params.WRITE_KV_THREADS, "kDecodeMaxHeads": params.DECODE_MAX_HEADS,
                "kPrefillSimdgroups": params.PREFILL_SIMDGROUPS, "kPrefillRows": params.PREFILL_ROWS,
                "kPrefillKeys": params.PREFILL_KEYS, "kQMatvecSimdgroups": params.QMATVEC_SIMDGROUPS,

@@ -87,6 +87,8 @@ class Emulator:
         self.lib.tfemu_launched_names.restype = ctypes.c_char_p
         self.lib.tfemu_param_size.restype = ctypes.c_int
         self.lib.tfemu_param_size.argtypes = [ctypes.c_char_p]
+        self.lib.tfemu_param_offset.restype = ctypes.c_int
+        self.lib.tfemu_param_offset.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
         self.lib.tfemu_constant.restype = ctypes.c_int
         self.lib.tfemu_constant.argtypes = [ctypes.c_char_p, ctypes.c_int]
         self.lib.tfemu_launch.restype = ctypes.c_int
@@ -103,6 +105,9 @@ class Emulator:
 
     def param_size(self, struct_name: str) -> int:
         return self.lib.tfemu_param_size(struct_name.encode())
+
+    def param_offset(self, struct_name: str, field: str) -> int:
+        return self.lib.tfemu_param_offset(struct_name.encode(), field.encode())
 
     def constant(self, name: str, head_dim: int = 0) -> int:
         """A launch constant or threadgroup-memory size of metal/kernels/params.h."""

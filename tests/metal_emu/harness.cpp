@@ -1,5 +1,6 @@
 // The emulator library: every metal/*.metal file compiled as C++ against the
 // shim, and a small C ABI for ctypes (see emu.py).
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <set>
@@ -38,6 +39,43 @@ int tfemu_param_size(const char* name) {
   if (n == "WriteKVParams") return sizeof(tf::WriteKVParams);
   if (n == "PagedAttentionParams") return sizeof(tf::PagedAttentionParams);
   if (n == "QMatvecParams") return sizeof(tf::QMatvecParams);
+  return -1;
+}
+
+// offsetof of a parameter struct field, or -1: the Python mirrors are checked
+// field by field, so a reordered or renamed field cannot go unnoticed.
+int tfemu_param_offset(const char* strct, const char* field) {
+  const std::string s = strct, f = field;
+#define TF_FIELD(S, F) \
+  if (s == #S && f == #F) return static_cast<int>(offsetof(tf::S, F));
+  TF_FIELD(WriteKVParams, num_tokens)
+  TF_FIELD(WriteKVParams, row_elems)
+  TF_FIELD(WriteKVParams, num_slots)
+  TF_FIELD(PagedAttentionParams, num_seqs)
+  TF_FIELD(PagedAttentionParams, num_tokens)
+  TF_FIELD(PagedAttentionParams, num_heads)
+  TF_FIELD(PagedAttentionParams, num_kv_heads)
+  TF_FIELD(PagedAttentionParams, block_size)
+  TF_FIELD(PagedAttentionParams, max_blocks)
+  TF_FIELD(PagedAttentionParams, num_blocks)
+  TF_FIELD(PagedAttentionParams, k_stride_block)
+  TF_FIELD(PagedAttentionParams, k_stride_token)
+  TF_FIELD(PagedAttentionParams, k_stride_head)
+  TF_FIELD(PagedAttentionParams, v_stride_block)
+  TF_FIELD(PagedAttentionParams, v_stride_token)
+  TF_FIELD(PagedAttentionParams, v_stride_head)
+  TF_FIELD(PagedAttentionParams, scale)
+  TF_FIELD(PagedAttentionParams, softcap)
+  TF_FIELD(PagedAttentionParams, sliding_window)
+  TF_FIELD(PagedAttentionParams, causal)
+  TF_FIELD(PagedAttentionParams, partition_size)
+  TF_FIELD(PagedAttentionParams, num_partitions)
+  TF_FIELD(PagedAttentionParams, heads_per_group)
+  TF_FIELD(QMatvecParams, m)
+  TF_FIELD(QMatvecParams, n)
+  TF_FIELD(QMatvecParams, k)
+  TF_FIELD(QMatvecParams, row_bytes)
+#undef TF_FIELD
   return -1;
 }
 
