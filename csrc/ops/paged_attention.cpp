@@ -11,6 +11,10 @@
 #include "ops/op_utils.h"
 #include "ops/paged_metadata.h"
 
+#ifdef TINYFAST_METAL
+#include "metal/ops.h"
+#endif
+
 namespace tinyfast::ops {
 namespace {
 
@@ -169,9 +173,18 @@ void PagedAttention::eval_cpu(const std::vector<mx::array>& inputs, mx::array& o
   });
 }
 
-void PagedAttention::eval_gpu(const std::vector<mx::array>&, mx::array&) {
+void PagedAttention::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
+#ifdef TINYFAST_METAL
+  // The metadata arrays are device data here: the op function checked them
+  // when they were already evaluated; the kernels never read outside the pools.
+  const tinyfast::metal::AttentionOptions o{decode_, scale_, causal_, sliding_window_, softcap_};
+  tinyfast::metal::paged_attention(stream(), o, inputs, out);
+#else
+  (void)inputs;
+  (void)out;
   throw std::runtime_error(std::string("tinyfast ") + name() +
-                           " is not implemented on GPU yet; run it on the CPU stream (mx.cpu)");
+                           ": this build has no Metal kernels (they need macOS); run it on the CPU stream (mx.cpu)");
+#endif
 }
 
 }  // namespace tinyfast::ops

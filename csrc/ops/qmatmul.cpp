@@ -6,6 +6,10 @@
 #include <mlx/backend/cpu/encoder.h>
 #include <mlx/ops.h>
 
+#ifdef TINYFAST_METAL
+#include "metal/ops.h"
+#endif
+
 #include <algorithm>
 #include <cctype>
 #include <limits>
@@ -186,6 +190,12 @@ mx::array qmatmul(const mx::array& x, const std::vector<mx::array>& weights, con
     throw std::invalid_argument("qmatmul: " + std::to_string(m_rows) + " rows of x is too many at once for N=" +
                                 std::to_string(spec.n) + ", K=" + std::to_string(spec.k) + "; split the batch");
   }
+  if (stream.device == mx::Device::gpu && is_affine(spec.type)) {
+    // MLX affine weights are MLX's own layout: its GPU kernel serves them.
+    return mx::astype(mx::quantized_matmul(x, inputs[0], inputs[1], inputs[2], true, spec.group_size,
+                                           affine_bits(spec.type), "affine", stream),
+                      x.dtype(), stream);
+  }
   inputs.insert(inputs.begin(), row_contiguous(x, stream));
   return mx::array(out_shape, x.dtype(), std::make_shared<QMatmul>(stream, spec, level), std::move(inputs));
 }
@@ -221,10 +231,16 @@ void QMatmul::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
   encoder.add_temporary(std::move(workspace));
 }
 
-void QMatmul::eval_gpu(const std::vector<mx::array>&, mx::array&) {
+void QMatmul::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
+#ifdef TINYFAST_METAL
+  tinyfast::metal::qmatmul(stream(), spec_.type, spec_.n, spec_.k, inputs, out);
+#else
+  (void)inputs;
+  (void)out;
   throw std::runtime_error(
-      "tinyfast qmatmul: not implemented on GPU yet; run it on the CPU (mx.set_default_device(mx.cpu) "
-      "or with mx.stream(mx.cpu))");
+      "tinyfast qmatmul: this build has no Metal kernels (they need macOS); run it on the CPU "
+      "(mx.set_default_device(mx.cpu) or with mx.stream(mx.cpu))");
+#endif
 }
 
 bool QMatmul::is_equivalent(const mx::Primitive& other) const {

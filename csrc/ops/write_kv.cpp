@@ -10,6 +10,10 @@
 #include "ops/op_utils.h"
 #include "ops/paged_metadata.h"
 
+#ifdef TINYFAST_METAL
+#include "metal/ops.h"
+#endif
+
 namespace tinyfast::ops {
 
 std::pair<mx::array, mx::array> write_kv(const mx::array& k, const mx::array& v, const mx::array& k_cache,
@@ -84,8 +88,17 @@ void WriteKV::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::arr
   });
 }
 
-void WriteKV::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
-  throw std::runtime_error("tinyfast write_kv is not implemented on GPU yet; run it on the CPU stream (mx.cpu)");
+void WriteKV::eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+#ifdef TINYFAST_METAL
+  // slot_mapping is device data here; the op function checked it when it was
+  // already evaluated, and the kernel skips slots outside the pools.
+  tinyfast::metal::write_kv(stream(), inputs, outputs);
+#else
+  (void)inputs;
+  (void)outputs;
+  throw std::runtime_error(
+      "tinyfast write_kv: this build has no Metal kernels (they need macOS); run it on the CPU stream (mx.cpu)");
+#endif
 }
 
 }  // namespace tinyfast::ops

@@ -10,6 +10,8 @@ from reference import quant as ref
 from tinyfast.ops import QuantizedWeight, dequantize
 from tinyfast.ops.quant import FORMATS, GGUF_BLOCKS
 
+pytestmark = pytest.mark.cpu_only("no Metal kernel for this primitive yet")
+
 GGUF_FORMATS = list(GGUF_BLOCKS)
 
 

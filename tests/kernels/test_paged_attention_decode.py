@@ -83,6 +83,7 @@ def test_empty_batch():
     mx.eval(out)
 
 
+@pytest.mark.cpu_only("the Metal kernels take head_dim 64/128/256")
 def test_head_dim_not_multiple_of_8():
     rng = np.random.default_rng(2)
     out, want = run_decode(rng, 4, 2, 20, 8, "float16", [1, 9, 70, 600])
@@ -116,6 +117,7 @@ def test_batch_invariant_bitwise(dtype):
         assert same_bits(other[row:row + 1], alone[i])
 
 
+@pytest.mark.cpu_only("CPU thread pool / instruction-set builds")
 def test_thread_count_does_not_change_bits():
     n = tinyfast.num_threads()
     try:
@@ -136,6 +138,7 @@ def test_deterministic_across_runs():
     assert same_bits(a, b)
 
 
+@pytest.mark.cpu_only("on the GPU decode and prefill are different kernels")
 def test_decode_equals_prefill_with_one_query_per_sequence():
     rng = np.random.default_rng(4)
     lens = [1, 40, 600]
@@ -180,6 +183,7 @@ def test_inside_mx_compile():
                      paged_attention_decode(q * 2, kc, vc, bt, cl, 0.125, sliding_window=100) + 1.0)
 
 
+@pytest.mark.cpu_only("CPU thread pool / instruction-set builds")
 def test_baseline_kernels_without_avx2():
     """The baseline (non-AVX2) build of the kernels, forced through TINYFAST_CPU_DISABLE."""
     code = (
@@ -253,6 +257,7 @@ def test_valid_input_for_error_cases_runs():
     mx.eval(paged_attention_decode(**_valid()))
 
 
+@pytest.mark.cpu_only("the GPU cannot check device-side metadata before the kernels run")
 def test_lazy_metadata_is_checked_at_evaluation():
     args = _valid()
     args["block_tables"] = mx.array(args["block_tables"]) + 5  # lazy: 5..7, and 4 for padding

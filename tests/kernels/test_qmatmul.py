@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import tinyfast
+from kernels.device import on_gpu
 from reference import qmatmul as qref
 from reference import quant as ref
 from tinyfast import _C
@@ -57,6 +58,8 @@ def check_close(y, x32, t, out_dtype="float32"):
     """Kernel output within the derived float32 bound of x_tilde @ W.T, and the
     mirror itself within the activation-rounding bound of x @ W.T."""
     od = {"float32": np.float32, "float16": np.float16, "bfloat16": "bfloat16"}[out_dtype]
+    if on_gpu():
+        return check_close_gpu(y, x32, t, out_dtype)
     y_q, tol = qref.expected(x32, t["w"], t["wabs"], t["fmt"], od)
     err = np.abs(to_np(y).astype(np.float64) - y_q)
     worst = np.unravel_index(np.argmax(err - tol), err.shape)
@@ -64,6 +67,22 @@ def check_close(y, x32, t, out_dtype="float32"):
                                 f"at {worst} (y_q = {y_q[worst]:.6g})")
     exact = x32.astype(np.float64) @ t["w"].astype(np.float64).T
     assert (np.abs(y_q - exact) <= qref.quant_bound(x32, t["w"], t["fmt"]) + 1e-12).all()
+
+
+def check_close_gpu(y, x32, t, out_dtype):
+    """The Metal kernel (and mx.quantized_matmul for affine) multiplies x in
+    float32 without 8-bit activation rounding: y within float32 accumulation
+    (K products and the lane reductions) of x @ W.T, plus the output rounding."""
+    exact = x32.astype(np.float64) @ t["w"].astype(np.float64).T
+    nt = t["w"].shape[1] + 64
+    tol = nt * qref.U32 / (1 - nt * qref.U32) * (np.abs(x32).astype(np.float64) @ t["wabs"].T)
+    if out_dtype == "float16":
+        tol = tol + (np.abs(exact) + tol) * 2.0 ** -11 + 2.0 ** -25
+    elif out_dtype == "bfloat16":
+        tol = tol + (np.abs(exact) + tol) * 2.0 ** -8
+    err = np.abs(to_np(y).astype(np.float64) - exact)
+    worst = np.unravel_index(np.argmax(err - tol), err.shape)
+    assert (err <= tol).all(), f"{t['fmt']} (gpu): |y - x W^T| = {err[worst]:.3g} > bound {tol[worst]:.3g} at {worst}"
 
 
 # ------------------------------------------------------------ reference sweep
@@ -176,6 +195,7 @@ def test_affine4_tail_layout():
                                       qref.pack_activations(x, "affine4", 32))
 
 
+@pytest.mark.cpu_only("CPU kernel selection / thread pool")
 def test_scalar_forced_by_environment():
     """TINYFAST_CPU_DISABLE=avx512f,avx2,neon makes 'auto' the scalar path, bit for bit."""
     t, w = weight("q4_k", 33, 256)
@@ -223,6 +243,7 @@ def restore_threads():
     tinyfast.set_num_threads(n)
 
 
+@pytest.mark.cpu_only("CPU kernel selection / thread pool")
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_thread_count_invariance(fmt, restore_threads):
     t, w = weight(fmt, 300, 2048)
@@ -365,6 +386,7 @@ def test_real_gguf_tensors(gemma_tensors):
             check_close(qmatmul(x, w, kernel=kern), x32, tinfo)
 
 
+@pytest.mark.cpu_only("CPU kernel selection / thread pool")
 def test_stream_read_checksum():
     """The benchmarks' bandwidth peer really reads every byte."""
     a = np.arange(3 << 20, dtype=np.uint32)
