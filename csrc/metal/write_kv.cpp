@@ -7,6 +7,7 @@
 #include "metal/device.h"
 #include "metal/kernels/params.h"
 #include "metal/ops.h"
+#include "ops/write_kv.h"
 
 namespace tinyfast::metal {
 
@@ -17,13 +18,7 @@ void write_kv(const mx::Stream& s, const std::vector<mx::array>& inputs, std::ve
   const auto& k_cache = inputs[2];
   const auto& v_cache = inputs[3];
   const auto& slots = inputs[4];
-  for (const auto* c : {&k_cache, &v_cache})
-    if (!c->flags().row_contiguous)
-      throw std::invalid_argument(
-          "write_kv: the KV pools must be row-contiguous arrays (they are updated in place); got a strided view");
-  // In place: the outputs are the pools' buffers.
-  outputs[0].copy_shared_buffer(k_cache);
-  outputs[1].copy_shared_buffer(v_cache);
+  tinyfast::ops::share_pool_buffers(k_cache, v_cache, outputs);
 
   tf::WriteKVParams p;
   p.num_tokens = checked_int(op, "num_tokens", k.shape(0));

@@ -51,21 +51,23 @@ std::pair<mx::array, mx::array> write_kv(const mx::array& k, const mx::array& v,
   return {outs[0], outs[1]};
 }
 
+void share_pool_buffers(const mx::array& k_cache, const mx::array& v_cache, std::vector<mx::array>& outputs) {
+  for (const auto* c : {&k_cache, &v_cache})
+    if (!c->flags().row_contiguous)
+      throw std::invalid_argument(
+          "write_kv: the KV pools must be row-contiguous arrays (they are updated in place); got a strided view");
+  outputs[0].copy_shared_buffer(k_cache);
+  outputs[1].copy_shared_buffer(v_cache);
+}
+
 void WriteKV::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
   const auto& k = inputs[0];
   const auto& v = inputs[1];
   const auto& k_cache = inputs[2];
   const auto& v_cache = inputs[3];
   const auto& slots = inputs[4];
-  for (const auto* c : {&k_cache, &v_cache})
-    if (!c->flags().row_contiguous)
-      throw std::invalid_argument(
-          "write_kv: the KV pools must be row-contiguous arrays (they are updated in place); got a strided view");
+  share_pool_buffers(k_cache, v_cache, outputs);
   require_row_contiguous("write_kv", {&k, &v, &slots});
-
-  // In place: the outputs are the pools' buffers.
-  outputs[0].copy_shared_buffer(k_cache);
-  outputs[1].copy_shared_buffer(v_cache);
 
   auto& enc = mx::cpu::get_command_encoder(stream());
   for (const auto& in : inputs) enc.set_input_array(in);

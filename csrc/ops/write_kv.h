@@ -23,6 +23,10 @@ std::pair<mx::array, mx::array> write_kv(const mx::array& k, const mx::array& v,
                                          const mx::array& v_cache, const mx::array& slot_mapping,
                                          mx::StreamOrDevice s = {});
 
+// Makes outputs[0] / outputs[1] share the pools' buffers (the in-place update
+// every backend's eval performs); the pools must be row-contiguous.
+void share_pool_buffers(const mx::array& k_cache, const mx::array& v_cache, std::vector<mx::array>& outputs);
+
 class WriteKV : public mx::Primitive {
  public:
   explicit WriteKV(mx::Stream stream) : mx::Primitive(stream) {}
