@@ -36,6 +36,15 @@ void bind_cpu(nb::module_& m) {
         "Threads the CPU kernels use (default: usable cores, or TINYFAST_NUM_THREADS).");
   m.def("set_num_threads", [](int n) { cpu::ThreadPool::global().set_num_threads(n); }, nb::arg("n"),
         "Sets the kernels' thread count (>= 1); call it between ops, not during one.");
+  m.def("thread_spin_us", [] { return cpu::ThreadPool::global().spin_us(); },
+        "Microseconds a kernel thread polls for work before sleeping (default 50, or TINYFAST_SPIN_US).");
+  m.def(
+      "set_thread_spin_us",
+      [](int us) {
+        if (us < 0) throw nb::value_error("spin time must be >= 0 microseconds");
+        cpu::ThreadPool::global().set_spin_us(us);
+      },
+      nb::arg("us"), "Sets the polling time (0: sleep at once; for machines with more threads than cores).");
 }
 
 }  // namespace tinyfast::bindings

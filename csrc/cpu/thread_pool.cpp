@@ -1,9 +1,14 @@
 #include "cpu/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <exception>
 #include <stdexcept>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
 
 #include "cpu/cpu_features.h"
 
@@ -11,12 +16,26 @@ namespace tinyfast::cpu {
 namespace {
 thread_local bool in_pool_job = false;
 
-int default_threads() {
-  if (const char* env = std::getenv("TINYFAST_NUM_THREADS")) {
-    int n = std::atoi(env);
-    if (n > 0) return n;
+int env_int(const char* name, int fallback) {
+  if (const char* env = std::getenv(name)) {
+    char* end = nullptr;
+    long v = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && v >= 0 && v <= 1000000) return static_cast<int>(v);
   }
-  return std::max(1, cpu_features().num_cores);
+  return fallback;
+}
+
+int default_threads() {
+  int n = env_int("TINYFAST_NUM_THREADS", 0);
+  return n > 0 ? n : std::max(1, cpu_features().num_cores);
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(_M_X64)
+  _mm_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
 }
 }  // namespace
 
@@ -25,9 +44,25 @@ ThreadPool& ThreadPool::global() {
   return pool;
 }
 
-ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) { start_workers(); }
+ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
+  spin_us_ = env_int("TINYFAST_SPIN_US", spin_us_);
+  start_workers();
+}
 
 ThreadPool::~ThreadPool() { stop_workers(); }
+
+template <class Ready>
+bool ThreadPool::spin_until(Ready ready) const {
+  if (spin_us_ <= 0) return ready();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (ready()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return ready();
+  }
+}
 
 void ThreadPool::start_workers() {
   stopping_ = false;
@@ -55,8 +90,16 @@ void ThreadPool::set_num_threads(int n) {
 void ThreadPool::worker_loop(int) {
   uint64_t seen = 0;
   for (;;) {
+    auto has_news = [&] { return stopping_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; };
+    spin_until(has_news);
     std::unique_lock<std::mutex> lock(mutex_);
-    wake_.wait(lock, [&] { return stopping_ || (generation_ != seen && next_chunk_ < job_chunks_); });
+    if (!has_news()) {
+      // Sleeping is announced under the mutex, and parallel_for bumps the
+      // generation under it too, so a wake-up cannot be missed.
+      ++sleeping_workers_;
+      wake_.wait(lock, has_news);
+      --sleeping_workers_;
+    }
     if (stopping_) return;
     seen = generation_;
     while (next_chunk_ < job_chunks_) {
@@ -68,7 +111,8 @@ void ThreadPool::worker_loop(int) {
       (*fn)(begin, end);  // kernels do not throw; parallel_for callers validate first
       in_pool_job = false;
       lock.lock();
-      if (++chunks_done_ == job_chunks_) done_.notify_all();
+      if (chunks_done_.fetch_add(1, std::memory_order_acq_rel) + 1 == job_chunks_ && caller_sleeping_)
+        done_.notify_all();
     }
   }
 }
@@ -88,9 +132,9 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   job_chunk_ = (n + chunks - 1) / chunks;
   job_chunks_ = (n + job_chunk_ - 1) / job_chunk_;
   next_chunk_ = 0;
-  chunks_done_ = 0;
-  ++generation_;
-  wake_.notify_all();
+  chunks_done_.store(0, std::memory_order_relaxed);
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+  if (sleeping_workers_ > 0) wake_.notify_all();  // spinning workers see the generation change
   // The caller works too.
   while (next_chunk_ < job_chunks_) {
     int64_t c = next_chunk_++;
@@ -100,9 +144,18 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     fn(begin, end);
     in_pool_job = false;
     lock.lock();
-    ++chunks_done_;
+    chunks_done_.fetch_add(1, std::memory_order_acq_rel);
   }
-  done_.wait(lock, [&] { return chunks_done_ == job_chunks_; });
+  const int64_t total = job_chunks_;
+  auto all_done = [&] { return chunks_done_.load(std::memory_order_acquire) == total; };
+  if (!all_done()) {
+    lock.unlock();
+    spin_until(all_done);
+    lock.lock();
+    caller_sleeping_ = true;
+    done_.wait(lock, all_done);
+    caller_sleeping_ = false;
+  }
   job_ = nullptr;
 }
 

@@ -238,9 +238,10 @@ def test_batch_invariance(fmt, kernel):
 
 @pytest.fixture
 def restore_threads():
-    n = tinyfast.num_threads()
+    n, spin = tinyfast.num_threads(), tinyfast._C.thread_spin_us()
     yield
     tinyfast.set_num_threads(n)
+    tinyfast._C.set_thread_spin_us(spin)
 
 
 @pytest.mark.cpu_only("CPU kernel selection / thread pool")
@@ -249,12 +250,18 @@ def test_thread_count_invariance(fmt, restore_threads):
     t, w = weight(fmt, 300, 2048)
     x, _ = activations(5, 2048)
     results = []
-    for n in (1, 2, 3, 5):
+    for n, spin_us in ((1, 50), (2, 0), (2, 50), (3, 1000), (5, 0)):  # threads sleep at once or poll
         tinyfast.set_num_threads(n)
+        tinyfast._C.set_thread_spin_us(spin_us)
         results.append([np.array(qmatmul(x, w, kernel=k)) for k in KERNELS])
     for r in results[1:]:
         for a, b in zip(r, results[0]):
             np.testing.assert_array_equal(a, b)
+
+
+def test_thread_spin_time_rejects_negative(restore_threads):
+    with pytest.raises(ValueError, match=">= 0"):
+        tinyfast._C.set_thread_spin_us(-1)
 
 
 # ---------------------------------------------------------- shapes / graph
