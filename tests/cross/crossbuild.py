@@ -28,24 +28,42 @@ skip_without_cross_tools = pytest.mark.skipif(
 )
 
 
-def build(cxx: str, sources: dict[str, list[str]], main: Path, out: Path, link: list[str]) -> Path:
-    """Compiles each csrc file with its own flags plus `main` (two at a time) and links `out`."""
+def clang_cross() -> list[str] | None:
+    """clang++ targeting aarch64 Linux with the cross GCC's headers (closer to
+    Apple clang's code generation than GCC is), or None when unavailable."""
+    if shutil.which("clang++") is None:
+        return None
+    version = subprocess.run([CROSS_CXX, "-dumpversion"], capture_output=True, text=True).stdout.strip()
+    inc = Path("/usr/aarch64-linux-gnu/include")
+    cxx_inc = inc / "c++" / version
+    if not cxx_inc.is_dir():
+        return None
+    return ["clang++", "--target=aarch64-linux-gnu", "-isystem", str(cxx_inc),
+            "-isystem", str(cxx_inc / "aarch64-linux-gnu"), "-isystem", str(inc)]
+
+
+def build(cxx: str | list[str], sources: dict[str, list[str]], main: Path, out: Path, link: list[str],
+          linker: str | None = None) -> Path:
+    """Compiles each csrc file with its own flags plus `main` (two at a time) and
+    links `out` (with `linker`, default the compiler)."""
+    cxx = [cxx] if isinstance(cxx, str) else cxx
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def compile_one(item):
         src, flags = item
         path = Path(src) if Path(src).is_absolute() else CSRC / src
         obj = out.parent / (path.stem + ".o")
-        subprocess.run([cxx, *COMMON, *flags, "-c", str(path), "-o", str(obj)], check=True,
+        subprocess.run([*cxx, *COMMON, *flags, "-c", str(path), "-o", str(obj)], check=True,
                        capture_output=True, text=True)
         return obj
 
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
             objs = list(pool.map(compile_one, [*sources.items(), (str(main), [])]))
-        subprocess.run([cxx, *map(str, objs), *link, "-o", str(out)], check=True, capture_output=True, text=True)
+        subprocess.run([linker or cxx[0], *map(str, objs), *link, "-o", str(out)], check=True, capture_output=True,
+                       text=True)
     except subprocess.CalledProcessError as e:
-        pytest.fail(f"{cxx} failed:\n{' '.join(e.cmd)}\n{e.stderr}")
+        pytest.fail(f"build failed:\n{' '.join(e.cmd)}\n{e.stderr}")
     return out
 
 

@@ -23,7 +23,8 @@ import subprocess
 
 import pytest
 
-from .crossbuild import COMMON, CROSS_CXX, CROSS_NM, CSRC, HERE, build, clean_env, qemu, skip_without_cross_tools
+from .crossbuild import (COMMON, CROSS_CXX, CROSS_NM, CSRC, HERE, build, clang_cross, clean_env, qemu,
+                         skip_without_cross_tools)
 
 # Kernel files with their own flags, as in CMakeLists.txt.
 QMATMUL_SOURCES = {
@@ -85,6 +86,18 @@ def test_every_format_and_shape_against_scalar_and_exact(arm_check, cpu, levels)
     x f32/f16/bf16; non-finite inputs."""
     out = qemu(arm_check, cpu)
     assert f"levels={levels}\n" in out.stdout
+    assert out.returncode == 0 and "failures=0" in out.stdout, out.stdout[-3000:] + out.stderr
+
+
+def test_clang_build_passes_the_same_sweep(tmp_path):
+    """clang's NEON code generation (Apple builds use clang), SDOT and baseline."""
+    clang = clang_cross()
+    if clang is None:
+        pytest.skip("clang++ (with the aarch64 cross GCC headers) is not installed")
+    binary = build(clang, QMATMUL_SOURCES, HERE / "qmatmul_check.cpp", tmp_path / "qmatmul_check",
+                   ["-static", "-pthread"], linker=CROSS_CXX)
+    out = qemu(binary, "max")
+    assert "levels=neon_dotprod,neon,scalar\n" in out.stdout
     assert out.returncode == 0 and "failures=0" in out.stdout, out.stdout[-3000:] + out.stderr
 
 
