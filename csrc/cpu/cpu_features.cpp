@@ -89,12 +89,14 @@ void apply_disable_list(CpuFeatures& f, const char* list) {
     else if (name == "avx512vl") f.avx512vl = false;
     else if (name == "avx512vnni") f.avx512vnni = false;
     else if (name == "avxvnni") f.avxvnni = false;
+    else if (name == "neon") f.neon = false;
     else if (name == "neon_dotprod") f.neon_dotprod = false;
     else if (name == "neon_i8mm") f.neon_i8mm = false;
   }
   // Dependent features go with their base.
   if (!f.avx512f) f.avx512bw = f.avx512vl = f.avx512vnni = false;
   if (!f.avx2) f.avxvnni = false;
+  if (!f.neon) f.neon_dotprod = f.neon_i8mm = false;
 }
 
 }  // namespace

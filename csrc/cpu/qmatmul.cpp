@@ -26,11 +26,17 @@ constexpr QTypeInfo kInfo[kNumQTypes] = {
     {"affine4", 32, 16, 32},                {"affine8", 32, 32, 32},
 };
 
+// Callers pass a level from available_levels() (ops::parse_kernel checks it):
+// a level the CPU lacks would fault, not fall back.
 const IsaKernels& kernels_for(KernelLevel level) {
-  if (level == KernelLevel::AVX2) {
-    if (const IsaKernels* k = avx2_kernels()) return *k;
+  const IsaKernels* k = nullptr;
+  switch (level) {
+    case KernelLevel::AVX2: k = avx2_kernels(); break;
+    case KernelLevel::Neon: k = neon_kernels(); break;
+    case KernelLevel::NeonDot: k = neon_dotprod_kernels(); break;
+    case KernelLevel::Scalar: break;
   }
-  return scalar_kernels();
+  return k != nullptr ? *k : scalar_kernels();
 }
 
 // Packs one row's codes/scales/sums into the layout the kernels of `w` read.
@@ -154,13 +160,25 @@ std::vector<KernelLevel> available_levels() {
   std::vector<KernelLevel> levels;
   const std::string best = kernel_level();
   if ((best == "avx2" || best == "avx512") && avx2_kernels() != nullptr) levels.push_back(KernelLevel::AVX2);
+  if (best == "neon") {
+    if (cpu_features().neon_dotprod && neon_dotprod_kernels() != nullptr) levels.push_back(KernelLevel::NeonDot);
+    if (neon_kernels() != nullptr) levels.push_back(KernelLevel::Neon);
+  }
   levels.push_back(KernelLevel::Scalar);
   return levels;
 }
 
 KernelLevel default_level() { return available_levels().front(); }
 
-const char* level_name(KernelLevel l) { return l == KernelLevel::AVX2 ? "avx2" : "scalar"; }
+const char* level_name(KernelLevel l) {
+  switch (l) {
+    case KernelLevel::AVX2: return "avx2";
+    case KernelLevel::Neon: return "neon";
+    case KernelLevel::NeonDot: return "neon_dotprod";
+    case KernelLevel::Scalar: break;
+  }
+  return "scalar";
+}
 
 size_t act_row_bytes(const QWeightView& w) { return static_cast<size_t>(act_row_stride(w.type, w.k, w.group_size)); }
 

@@ -28,7 +28,8 @@ constexpr int kNumQTypes = 7;
 // Element types of x, of the output and of affine scales/biases.
 enum class FType : int { F32, F16, BF16 };
 
-enum class KernelLevel : int { Scalar, AVX2 };
+// Neon: baseline armv8-a NEON; NeonDot: NEON with the ARMv8.2 SDOT instruction.
+enum class KernelLevel : int { Scalar, AVX2, Neon, NeonDot };
 
 struct QTypeInfo {
   const char* name;   // "q4_0", ..., "affine4"
@@ -55,7 +56,7 @@ struct QWeightView {
 
 // Kernel levels compiled in and usable on this CPU, best first.
 std::vector<KernelLevel> available_levels();
-KernelLevel default_level();  // from kernel_level(): avx2/avx512 -> AVX2, else scalar
+KernelLevel default_level();  // avx2/avx512 -> AVX2; neon -> NeonDot if SDOT, else Neon; else scalar
 const char* level_name(KernelLevel l);
 
 // Scratch qmatmul needs for m_rows rows of x (the quantized activations).

@@ -1,6 +1,7 @@
 #pragma once
 // Shared between the qmatmul driver (qmatmul.cpp) and the per-ISA kernel files
-// (qmatmul_scalar.cpp, qmatmul_avx2.cpp). Not part of the public interface.
+// (qmatmul_scalar.cpp, qmatmul_avx2.cpp, qmatmul_neon*.cpp). Not part of the
+// public interface.
 #include <cstdint>
 #include <cstring>
 
@@ -36,7 +37,8 @@ using quant::block_q8_K;
 // and the high nibbles meet qs[32..63] = x[1], ..., x[63] with no shuffles.
 // A trailing 32-element chunk (k % 64 == 32) is split 16/16 the same way.
 // dl[c] holds the 8 fp32 lane scales of chunk c as the AVX2 kernel's madd
-// lanes see them: lanes 0-3 cover block 2c, lanes 4-7 block 2c+1.
+// lanes see them: lanes 0-3 cover block 2c, lanes 4-7 block 2c+1 (the NEON
+// kernels read d instead: their 16-byte halves already map to whole blocks).
 struct AffineActs {
   int64_t k = 0;
   int group_size = 0;
@@ -98,7 +100,9 @@ struct IsaKernels {
 };
 
 const IsaKernels& scalar_kernels();
-const IsaKernels* avx2_kernels();  // nullptr when not built for x86-64
+const IsaKernels* avx2_kernels();          // nullptr when not built for x86-64
+const IsaKernels* neon_kernels();          // nullptr when not built for arm64
+const IsaKernels* neon_dotprod_kernels();  // nullptr unless built for arm64 with +dotprod
 
 // Scalar helpers shared by kernels of every ISA.
 inline float bf16_to_fp32(uint16_t h) {

@@ -195,8 +195,9 @@ def qmatmul(x: mx.array, w: QuantizedWeight, *, kernel: str = "auto") -> mx.arra
     [..., N] in x's dtype, accumulated in float32 from 8-bit quantized
     activations (per 32 elements; per 256 for q4_k/q6_k).
 
-    ``kernel`` selects the CPU code path ("auto", "scalar", "avx2"; see
-    ``kernels()``); the default is the best one this CPU supports.
+    ``kernel`` selects the CPU code path ("auto", "scalar", "avx2", "neon",
+    "neon_dotprod"; see ``kernels()``); the default is the best one this CPU
+    supports.
     """
     w = _check_weight(w)
     if not isinstance(x, mx.array):
