@@ -208,7 +208,9 @@ void dot_q6_k(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t 
       const __m256i qa = loadu(w[b].ql + 64 * h);
       const __m256i qb = loadu(w[b].ql + 64 * h + 32);
       // scales 8h..8h+7 in both lanes
-      const __m256i sch = _mm256_permute2x128_si256(sc16, sc16, h == 0 ? 0x00 : 0x11);
+      // (the immediate must be a constant expression at every optimisation level)
+      const __m256i sch = h == 0 ? _mm256_permute2x128_si256(sc16, sc16, 0x00)
+                                 : _mm256_permute2x128_si256(sc16, sc16, 0x11);
       for (int g = 0; g < 4; ++g) {
         __m256i q;
         switch (g) {
