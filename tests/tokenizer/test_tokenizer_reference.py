@@ -77,7 +77,16 @@ def _not_nfc(text: str) -> bool:
 def test_qwen_matches_reference(qwen_tok, qwen_reference, name):
     # Qwen2's own tokenizer.json normalizes to NFC, and so do we; neither llama.cpp nor
     # transformers' GGUF conversion does. Decomposed text is checked separately below.
-    _compare(qwen_tok, _reference(qwen_reference, name), f"qwen2.5-coder 0.5b vs {name}", _not_nfc)
+    excuse = _not_nfc
+    if name == "llama_cpp":
+        # Two quirks of the llama.cpp reference, not of the vocabulary: llama.cpp turns the
+        # NORMAL token "</s>" (id 128247) into a control token because its text looks like one
+        # ("control-looking token ... will be overridden"), so it matches "</s>" whole where
+        # Qwen's own tokenizer (and transformers) spell it "</" "s" ">"; and llama-cpp-python
+        # detokenizes through a 32-byte buffer per token, dropping the 39-space token's text.
+        def excuse(text: str) -> bool:
+            return _not_nfc(text) or "</s>" in text or _long_space_run(text)
+    _compare(qwen_tok, _reference(qwen_reference, name), f"qwen2.5-coder 0.5b vs {name}", excuse)
 
 
 @pytest.mark.parametrize("name", REFERENCES)
