@@ -1,0 +1,328 @@
+// AVX-512 VNNI kernels (compiled with -mavx512f -mavx512bw -mavx512vl
+// -mavx512vnni -mfma -mf16c on this file only; chosen at run time only when
+// the CPU has all of them and AVX2).
+//
+// _mm512_dpbusd_epi32 multiplies unsigned weight bytes by signed activation
+// bytes and adds each 4 products into an int32 lane in one instruction: no
+// int16 intermediate (maddubs) to saturate and no widening madd. 512-bit
+// registers take 64 elements at once: two 32-element blocks for Q4_0/Q5_0/
+// Q8_0, two 32-element sub-blocks (Q4_K) or four 16-element ones (Q6_K).
+// Signed weights (the centred legacy formats) use |w| and a with w's sign, the
+// sign applied by a masked subtract (AVX-512 has no vpsignb on zmm).
+//
+// Scales of K-quant sub-blocks are applied in integers with _mm512_madd_epi16:
+// each dpbusd lane sum fits int16 (Q4_K: 4*15*127, Q6_K: 4*63*127 < 32768),
+// so reading the int32 lane as (low int16, high int16) against (scale, 0)
+// gives lane*scale exactly.
+//
+// Contract as for AVX2: each dot_<fmt><MT> applies the same operations to an
+// output for every MT (batch invariance), -ffp-contract=off, activations
+// quantized by the AVX2 quantizer (bytes shared with every level). The affine
+// formats use the AVX2 tiles (not written here yet).
+//
+// Linker hazard: everything here is in namespace avx512 and in an anonymous
+// namespace, and no standard-library template or header inline function is
+// odr-used, so no weak symbol compiled with AVX-512 can be chosen by the linker
+// for baseline callers (tests/kernels/test_qmatmul_avx512.py checks the object).
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__AVX512VNNI__) && defined(__AVX512BW__) && \
+    defined(__AVX512VL__)
+
+#include <immintrin.h>
+
+#include "cpu/qmatmul_internal.h"
+
+namespace tinyfast::cpu::qk::avx512 {
+namespace {
+
+inline const uint8_t* act_row(const uint8_t* acts, int64_t stride, int m) { return acts + m * stride; }
+
+inline __m256i loadu256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+inline __m512i loadu512(const void* p) { return _mm512_loadu_si512(p); }
+
+// Two 32-byte halves into one zmm (low, high).
+inline __m512i join(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
+
+inline __m512i dot(__m512i u8, __m512i s8) { return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u8, s8); }
+
+// ------------------------------------------------------------ Q4_0, Q5_0, Q8_0
+// Two blocks per zmm (block b in bytes 0-31, b+1 in 32-63). x = d*(q - c):
+// codes are centred in int8; the dot uses |q| and the activations negated where
+// q < 0. One fp32 FMA per block pair: lanes 0-7 carry block b's products and
+// scale, lanes 8-15 block b+1's.
+
+struct Dec64 {
+  __m512i aq;      // |q| as unsigned bytes (|-128| reads as 128)
+  __mmask64 neg;   // q < 0
+  __m512 d;        // weight scale: lanes 0-7 block b, 8-15 block b+1
+};
+
+// fp16 scales of two blocks -> 8 lanes each.
+inline __m512 f16_pair(uint16_t h0, uint16_t h1) {
+  const __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(static_cast<int16_t>(h0))),
+                                            _mm_set1_epi16(static_cast<int16_t>(h1)), 1);
+  return _mm512_cvtph_ps(h);
+}
+
+inline Dec64 centred(__m512i q, uint16_t d0, uint16_t d1) {
+  return {_mm512_abs_epi8(q), _mm512_movepi8_mask(q), f16_pair(d0, d1)};
+}
+
+// 32 nibble codes of each block: elements 0-15 are the low nibbles, 16-31 the
+// high nibbles; each 16-byte qs is broadcast to two 128-bit lanes and the
+// second lane shifted by 4.
+inline __m512i nibbles_64(const uint8_t* qs0, const uint8_t* qs1) {
+  const __m256i r0 = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs0)));
+  const __m256i r1 = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs1)));
+  const __m512i shift = _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 0, 0, 0, 0, 4, 4, 4, 4);
+  return _mm512_and_si512(_mm512_srlv_epi32(join(r0, r1), shift), _mm512_set1_epi8(15));
+}
+
+struct Q4_0Ops {
+  using Block = block_q4_0;
+  static Dec64 decode(const Block& b0, const Block& b1) {
+    return centred(_mm512_sub_epi8(nibbles_64(b0.qs, b1.qs), _mm512_set1_epi8(8)), b0.d, b1.d);
+  }
+};
+struct Q5_0Ops {
+  using Block = block_q5_0;
+  // q - 16 = lo - 16 where the fifth bit (bit j of qh for element j) is clear, lo where set.
+  static Dec64 decode(const Block& b0, const Block& b1) {
+    uint32_t h0, h1;
+    __builtin_memcpy(&h0, b0.qh, 4);
+    __builtin_memcpy(&h1, b1.qh, 4);
+    const __mmask64 clear = _cvtu64_mask64(~(static_cast<uint64_t>(h1) << 32 | h0));
+    const __m512i lo = nibbles_64(b0.qs, b1.qs);
+    return centred(_mm512_mask_sub_epi8(lo, clear, lo, _mm512_set1_epi8(16)), b0.d, b1.d);
+  }
+};
+struct Q8_0Ops {
+  using Block = block_q8_0;
+  static Dec64 decode(const Block& b0, const Block& b1) {
+    return centred(join(loadu256(b0.qs), loadu256(b1.qs)), b0.d, b1.d);
+  }
+};
+
+// Lane products of a weight pair with activation blocks a0, a1, and d_w*d_a.
+inline __m512 pair_product(const Dec64& w, const block_q8_0a& a0, const block_q8_0a& a1, __m512* scale) {
+  const __m512i x = join(loadu256(a0.qs), loadu256(a1.qs));
+  const __m512i sx = _mm512_mask_sub_epi8(x, w.neg, _mm512_setzero_si512(), x);
+  // insertf32x8 is AVX512DQ: the 64-bit insert moves the same 256 bits
+  const __m512d lo = _mm512_castps_pd(_mm512_castps256_ps512(_mm256_broadcast_ss(&a0.d)));
+  const __m512 da = _mm512_castpd_ps(_mm512_insertf64x4(lo, _mm256_castps_pd(_mm256_broadcast_ss(&a1.d)), 1));
+  *scale = _mm512_mul_ps(w.d, da);
+  return _mm512_cvtepi32_ps(dot(w.aq, sx));
+}
+
+template <class Ops, int MT>
+void dot_legacy(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t nb, float* out, int ldo) {
+  const auto* w = reinterpret_cast<const typename Ops::Block*>(wrow);
+  __m512 acc[MT];
+  for (int m = 0; m < MT; ++m) acc[m] = _mm512_setzero_ps();
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    const Dec64 wd = Ops::decode(w[b], w[b + 1]);
+    for (int m = 0; m < MT; ++m) {
+      const auto* a = reinterpret_cast<const block_q8_0a*>(act_row(acts, stride, m)) + b;
+      __m512 s;
+      const __m512 p = pair_product(wd, a[0], a[1], &s);
+      acc[m] = _mm512_fmadd_ps(p, s, acc[m]);
+    }
+  }
+  if (b < nb) {
+    // An odd last block, paired with itself; only lanes 0-7 are accumulated
+    // (masked, not zero-scaled: an inf/NaN fp16 scale times 0 is NaN).
+    const Dec64 wd = Ops::decode(w[b], w[b]);
+    for (int m = 0; m < MT; ++m) {
+      const auto* a = reinterpret_cast<const block_q8_0a*>(act_row(acts, stride, m)) + b;
+      __m512 s;
+      const __m512 p = pair_product(wd, a[0], a[0], &s);
+      acc[m] = _mm512_mask3_fmadd_ps(p, s, acc[m], 0x00ff);
+    }
+  }
+  for (int m = 0; m < MT; ++m) out[m * ldo] = _mm512_reduce_add_ps(acc[m]);
+}
+
+// ------------------------------------------------------------------ Q4_K
+// Per super-block: d*da * sum_j sc_j (q_j . a_j)  -  dmin*da * sum_j m_j bsum32_j.
+// Chunk c (32 code bytes) holds sub-block 2c in its low nibbles and 2c+1 in
+// its high nibbles, and activation bytes 64c..64c+63 are exactly those two
+// sub-blocks: one zmm of codes meets one 64-byte activation load.
+
+// Q4_K's 12 scale bytes -> sc[0..7] in bytes 0-7, m[0..7] in bytes 8-15 (see
+// unpack_q4_k_scales in qmatmul_internal.h; a local copy keeps this object
+// free of header inline functions).
+inline __m128i q4_k_scales(const uint8_t* s) {
+  uint32_t w0, w1, w2;
+  __builtin_memcpy(&w0, s, 4);
+  __builtin_memcpy(&w1, s + 4, 4);
+  __builtin_memcpy(&w2, s + 8, 4);
+  const uint32_t sc_lo = w0 & 0x3f3f3f3fu;
+  const uint32_t m_lo = w1 & 0x3f3f3f3fu;
+  const uint32_t sc_hi = (w2 & 0x0f0f0f0fu) | ((w0 >> 2) & 0x30303030u);
+  const uint32_t m_hi = ((w2 >> 4) & 0x0f0f0f0fu) | ((w1 >> 2) & 0x30303030u);
+  return _mm_setr_epi32(static_cast<int>(sc_lo), static_cast<int>(sc_hi), static_cast<int>(m_lo),
+                        static_cast<int>(m_hi));
+}
+
+template <int MT>
+void dot_q4_k(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t nb, float* out, int ldo) {
+  const auto* w = reinterpret_cast<const block_q4_K*>(wrow);
+  __m512 acc[MT];
+  for (int m = 0; m < MT; ++m) acc[m] = _mm512_setzero_ps();
+  const __m512i nib = _mm512_set1_epi8(15);
+  const __m512i half_shift = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
+  for (int64_t b = 0; b < nb; ++b) {
+    const __m128i scm8 = q4_k_scales(w[b].scales);
+    const __m512i sc32 = _mm512_cvtepu8_epi32(scm8);  // lanes 0-7 sc, 8-15 m
+    const __m128i mins16 = _mm_cvtepu8_epi16(_mm_srli_si128(scm8, 8));
+    const float d = _cvtsh_ss(w[b].d), dmin = _cvtsh_ss(w[b].dmin);
+
+    __m512i u[4], sc[4];
+    for (int c = 0; c < 4; ++c) {
+      const __m512i q = _mm512_broadcast_i64x4(loadu256(w[b].qs + 32 * c));
+      u[c] = _mm512_and_si512(_mm512_srlv_epi64(q, half_shift), nib);  // sub-block 2c | 2c+1
+      const __m512i idx = _mm512_setr_epi32(2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c + 1,
+                                            2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1,
+                                            2 * c + 1);
+      sc[c] = _mm512_permutexvar_epi32(idx, sc32);
+    }
+    for (int m = 0; m < MT; ++m) {
+      const auto& a = reinterpret_cast<const block_q8_K*>(act_row(acts, stride, m))[b];
+      __m512i isum = _mm512_madd_epi16(dot(u[0], loadu512(a.qs)), sc[0]);
+      for (int c = 1; c < 4; ++c)
+        isum = _mm512_add_epi32(isum, _mm512_madd_epi16(dot(u[c], loadu512(a.qs + 64 * c)), sc[c]));
+      const __m256i bs = loadu256(a.bsums);
+      const __m128i bs32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+      const __m128i mp = _mm_madd_epi16(mins16, bs32);
+      acc[m] = _mm512_fmadd_ps(_mm512_set1_ps(d * a.d), _mm512_cvtepi32_ps(isum), acc[m]);
+      acc[m] = _mm512_fnmadd_ps(_mm512_set1_ps(dmin * a.d), _mm512_cvtepi32_ps(_mm512_zextsi128_si512(mp)),
+                                acc[m]);
+    }
+  }
+  for (int m = 0; m < MT; ++m) out[m * ldo] = _mm512_reduce_add_ps(acc[m]);
+}
+
+// ------------------------------------------------------------------ Q6_K
+// Per super-block: d*da * (sum_e sc[e/16] q_e a_e  -  32 * sum_s sc_s bsum16_s), q in [0, 63].
+// Half h: ql[64h..64h+63] low nibbles are groups 0|1 (elements 0-63 of the
+// half), high nibbles groups 2|3; qh[32h..] bits 0-1, 2-3, 4-5, 6-7 are the
+// top two bits of groups 0, 1, 2, 3.
+
+template <int MT>
+void dot_q6_k(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t nb, float* out, int ldo) {
+  const auto* w = reinterpret_cast<const block_q6_K*>(wrow);
+  __m512 acc[MT];
+  for (int m = 0; m < MT; ++m) acc[m] = _mm512_setzero_ps();
+  const __m512i nib = _mm512_set1_epi8(15), top = _mm512_set1_epi8(0x30);
+  // groups 0|1 want qh<<4 | qh<<2 in bit 4-5; groups 2|3 qh | qh>>2
+  const __m512i shl01 = _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2);
+  const __m512i shr23 = _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2);
+  for (int64_t b = 0; b < nb; ++b) {
+    const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].scales));
+    // int32 lanes (scale as int16, 0): madd_epi16 multiplies the lane by the scale
+    const __m512i sc32 = _mm512_and_si512(_mm512_cvtepi8_epi32(sc8), _mm512_set1_epi32(0xffff));
+    const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
+    const float d = _cvtsh_ss(w[b].d);
+    __m512i u[4], sc[4];
+    for (int h = 0; h < 2; ++h) {
+      const __m512i ql = loadu512(w[b].ql + 64 * h);
+      const __m512i qh = _mm512_broadcast_i64x4(loadu256(w[b].qh + 32 * h));
+      u[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, nib), _mm512_and_si512(_mm512_sllv_epi64(qh, shl01), top));
+      u[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi64(ql, 4), nib),
+                                     _mm512_and_si512(_mm512_srlv_epi64(qh, shr23), top));
+    }
+    for (int z = 0; z < 4; ++z) {  // lane i of zmm z covers elements 64z+4i..: scale 4z + i/4
+      const int s = 4 * z;
+      const __m512i idx = _mm512_setr_epi32(s, s, s, s, s + 1, s + 1, s + 1, s + 1, s + 2, s + 2, s + 2, s + 2,
+                                            s + 3, s + 3, s + 3, s + 3);
+      sc[z] = _mm512_permutexvar_epi32(idx, sc32);
+    }
+    for (int m = 0; m < MT; ++m) {
+      const auto& a = reinterpret_cast<const block_q8_K*>(act_row(acts, stride, m))[b];
+      const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(loadu256(a.bsums), sc16), 5);
+      __m512i isum = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(corr));
+      for (int z = 0; z < 4; ++z)
+        isum = _mm512_add_epi32(isum, _mm512_madd_epi16(dot(u[z], loadu512(a.qs + 64 * z)), sc[z]));
+      acc[m] = _mm512_fmadd_ps(_mm512_set1_ps(d * a.d), _mm512_cvtepi32_ps(isum), acc[m]);
+    }
+  }
+  for (int m = 0; m < MT; ++m) out[m * ldo] = _mm512_reduce_add_ps(acc[m]);
+}
+
+// ----------------------------------------------------------------- tiles
+
+template <QType T, int MT>
+void gguf_dot(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t nb, float* out, int ldo) {
+  if constexpr (T == QType::Q4_0) dot_legacy<Q4_0Ops, MT>(wrow, acts, stride, nb, out, ldo);
+  else if constexpr (T == QType::Q5_0) dot_legacy<Q5_0Ops, MT>(wrow, acts, stride, nb, out, ldo);
+  else if constexpr (T == QType::Q8_0) dot_legacy<Q8_0Ops, MT>(wrow, acts, stride, nb, out, ldo);
+  else if constexpr (T == QType::Q4_K) dot_q4_k<MT>(wrow, acts, stride, nb, out, ldo);
+  else dot_q6_k<MT>(wrow, acts, stride, nb, out, ldo);
+}
+
+// Row bytes and blocks per row from the format's block geometry (qtype_info
+// lives in the baseline object; these are plain constants).
+template <QType T>
+constexpr int64_t block_elems() {
+  return T == QType::Q4_K || T == QType::Q6_K ? 256 : 32;
+}
+template <QType T>
+constexpr int64_t block_bytes() {
+  if constexpr (T == QType::Q4_0) return sizeof(block_q4_0);
+  else if constexpr (T == QType::Q5_0) return sizeof(block_q5_0);
+  else if constexpr (T == QType::Q8_0) return sizeof(block_q8_0);
+  else if constexpr (T == QType::Q4_K) return sizeof(block_q4_K);
+  else return sizeof(block_q6_K);
+}
+
+template <QType T, int MT>
+void rows_gguf(const QWeightView& w, const uint8_t* acts, int64_t stride, int64_t n0, int nn, float* res) {
+  const int64_t nb = w.k / block_elems<T>();
+  const int64_t rb = nb * block_bytes<T>();
+  for (int j = 0; j < nn; ++j) gguf_dot<T, MT>(w.data + (n0 + j) * rb, acts, stride, nb, res + j, nn);
+}
+
+// The switch on the tile height sits outside the row loop (as in the AVX2 file).
+template <QType T>
+void tile_gguf(const QWeightView& w, const uint8_t* acts, int64_t stride, int64_t n0, int nn, int mm, float* res) {
+  switch (mm) {
+    case 1: rows_gguf<T, 1>(w, acts, stride, n0, nn, res); break;
+    case 2: rows_gguf<T, 2>(w, acts, stride, n0, nn, res); break;
+    case 3: rows_gguf<T, 3>(w, acts, stride, n0, nn, res); break;
+    default: rows_gguf<T, 4>(w, acts, stride, n0, nn, res); break;
+  }
+}
+
+IsaKernels make_kernels(const IsaKernels& avx2) {
+  IsaKernels k = avx2;  // to_f32, quantize_row (activation bytes shared) and the affine tiles
+  k.level = KernelLevel::AVX512;
+  k.tile[static_cast<int>(QType::Q4_0)] = tile_gguf<QType::Q4_0>;
+  k.tile[static_cast<int>(QType::Q5_0)] = tile_gguf<QType::Q5_0>;
+  k.tile[static_cast<int>(QType::Q8_0)] = tile_gguf<QType::Q8_0>;
+  k.tile[static_cast<int>(QType::Q4_K)] = tile_gguf<QType::Q4_K>;
+  k.tile[static_cast<int>(QType::Q6_K)] = tile_gguf<QType::Q6_K>;
+  return k;
+}
+
+}  // namespace
+
+}  // namespace tinyfast::cpu::qk::avx512
+
+namespace tinyfast::cpu::qk {
+const IsaKernels* avx512_kernels() {
+  const IsaKernels* avx2 = avx2_kernels();
+  if (avx2 == nullptr) return nullptr;
+  static const IsaKernels k = avx512::make_kernels(*avx2);
+  return &k;
+}
+}  // namespace tinyfast::cpu::qk
+
+#else  // not x86-64, or a compiler without these flags: no AVX-512 kernels
+
+#include "cpu/qmatmul_internal.h"
+
+namespace tinyfast::cpu::qk {
+const IsaKernels* avx512_kernels() { return nullptr; }
+}  // namespace tinyfast::cpu::qk
+
+#endif
