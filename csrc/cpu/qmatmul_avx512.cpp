@@ -51,9 +51,8 @@ inline __m512i dot(__m512i u8, __m512i s8) { return _mm512_dpbusd_epi32(_mm512_s
 // scale, lanes 8-15 block b+1's.
 
 struct Dec64 {
-  __m512i aq;      // |q| as unsigned bytes (|-128| reads as 128)
-  __mmask64 neg;   // q < 0
-  __m512 d;        // weight scale: lanes 0-7 block b, 8-15 block b+1
+  __m512i aq;     // |q| as unsigned bytes (|-128| reads as 128)
+  __mmask64 neg;  // q < 0
 };
 
 // fp16 scales of two blocks -> 8 lanes each.
@@ -63,9 +62,7 @@ inline __m512 f16_pair(uint16_t h0, uint16_t h1) {
   return _mm512_cvtph_ps(h);
 }
 
-inline Dec64 centred(__m512i q, uint16_t d0, uint16_t d1) {
-  return {_mm512_abs_epi8(q), _mm512_movepi8_mask(q), f16_pair(d0, d1)};
-}
+inline Dec64 centred(__m512i q) { return {_mm512_abs_epi8(q), _mm512_movepi8_mask(q)}; }
 
 // 32 nibble codes of each block: elements 0-15 are the low nibbles, 16-31 the
 // high nibbles; each 16-byte qs is broadcast to two 128-bit lanes and the
@@ -80,7 +77,7 @@ inline __m512i nibbles_64(const uint8_t* qs0, const uint8_t* qs1) {
 struct Q4_0Ops {
   using Block = block_q4_0;
   static Dec64 decode(const Block& b0, const Block& b1) {
-    return centred(_mm512_sub_epi8(nibbles_64(b0.qs, b1.qs), _mm512_set1_epi8(8)), b0.d, b1.d);
+    return centred(_mm512_sub_epi8(nibbles_64(b0.qs, b1.qs), _mm512_set1_epi8(8)));
   }
 };
 struct Q5_0Ops {
@@ -92,51 +89,90 @@ struct Q5_0Ops {
     __builtin_memcpy(&h1, b1.qh, 4);
     const __mmask64 clear = _cvtu64_mask64(~(static_cast<uint64_t>(h1) << 32 | h0));
     const __m512i lo = nibbles_64(b0.qs, b1.qs);
-    return centred(_mm512_mask_sub_epi8(lo, clear, lo, _mm512_set1_epi8(16)), b0.d, b1.d);
+    return centred(_mm512_mask_sub_epi8(lo, clear, lo, _mm512_set1_epi8(16)));
   }
 };
 struct Q8_0Ops {
   using Block = block_q8_0;
   static Dec64 decode(const Block& b0, const Block& b1) {
-    return centred(join(loadu256(b0.qs), loadu256(b1.qs)), b0.d, b1.d);
+    return centred(join(loadu256(b0.qs), loadu256(b1.qs)));
   }
 };
 
-// Lane products of a weight pair with activation blocks a0, a1, and d_w*d_a.
-inline __m512 pair_product(const Dec64& w, const block_q8_0a& a0, const block_q8_0a& a1, __m512* scale) {
+// Lane products of a weight pair with activation blocks a0, a1 (int32, 8 lanes per block).
+inline __m512i pair_dot(const Dec64& w, const block_q8_0a& a0, const block_q8_0a& a1) {
   const __m512i x = join(loadu256(a0.qs), loadu256(a1.qs));
-  const __m512i sx = _mm512_mask_sub_epi8(x, w.neg, _mm512_setzero_si512(), x);
-  // insertf32x8 is AVX512DQ: the 64-bit insert moves the same 256 bits
-  const __m512d lo = _mm512_castps_pd(_mm512_castps256_ps512(_mm256_broadcast_ss(&a0.d)));
-  const __m512 da = _mm512_castpd_ps(_mm512_insertf64x4(lo, _mm256_castps_pd(_mm256_broadcast_ss(&a1.d)), 1));
-  *scale = _mm512_mul_ps(w.d, da);
-  return _mm512_cvtepi32_ps(dot(w.aq, sx));
+  return dot(w.aq, _mm512_mask_sub_epi8(x, w.neg, _mm512_setzero_si512(), x));
 }
 
+// fp16 scales of blocks w[0..3] -> 4 fp32 lanes each, from two loads and one
+// permute (Block's d is its first field; no load reaches past block 3).
+template <class Block>
+inline __m512 quad_weight_scales(const Block* w) {
+  constexpr int h = sizeof(Block) / 2;  // halves per block
+  if constexpr (h < 16) {
+    static_assert(2 * sizeof(Block) + 32 <= 4 * sizeof(Block));
+    const __m256i idx = _mm256_setr_epi16(0, 0, 0, 0, h, h, h, h, 16, 16, 16, 16, 16 + h, 16 + h, 16 + h, 16 + h);
+    return _mm512_cvtph_ps(_mm256_permutex2var_epi16(loadu256(w), idx, loadu256(w + 2)));
+  } else {
+    static_assert(2 * sizeof(Block) + 64 <= 4 * sizeof(Block));
+    const __m512i idx = _mm512_setr_epi32(0, 0, h | h << 16, h | h << 16, 32 | 32 << 16, 32 | 32 << 16,
+                                          (32 + h) | (32 + h) << 16, (32 + h) | (32 + h) << 16, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(loadu512(w), idx, loadu512(w + 2))));
+  }
+}
+
+// Activation scales of blocks a[0..3] -> 4 lanes each (d sits 10 floats apart;
+// the second load ends 16 bytes before the end of block 3).
+inline __m512 quad_act_scales(const block_q8_0a* a) {
+  static_assert(sizeof(block_q8_0a) == 40);
+  const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 10, 10, 10, 10, 16, 16, 16, 16, 26, 26, 26, 26);
+  return _mm512_permutex2var_ps(_mm512_loadu_ps(&a[0].d), idx, _mm512_loadu_ps(&a[2].d));
+}
+
+// Main loop: four blocks per step. The two pair products are folded to 4
+// lanes per block (adjacent lanes added, exact in int32) so one conversion and
+// one FMA with 4-lane scale groups serve four blocks. Remaining blocks (nb % 4)
+// take one pair step and/or one single-block step with 8-lane scale groups.
 template <class Ops, int MT>
 void dot_legacy(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t nb, float* out, int ldo) {
   const auto* w = reinterpret_cast<const typename Ops::Block*>(wrow);
   __m512 acc[MT];
   for (int m = 0; m < MT; ++m) acc[m] = _mm512_setzero_ps();
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
   int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    const Dec64 wd = Ops::decode(w[b], w[b + 1]);
+  for (; b + 4 <= nb; b += 4) {
+    const Dec64 w01 = Ops::decode(w[b], w[b + 1]), w23 = Ops::decode(w[b + 2], w[b + 3]);
+    const __m512 dw = quad_weight_scales(w + b);
     for (int m = 0; m < MT; ++m) {
       const auto* a = reinterpret_cast<const block_q8_0a*>(act_row(acts, stride, m)) + b;
-      __m512 s;
-      const __m512 p = pair_product(wd, a[0], a[1], &s);
-      acc[m] = _mm512_fmadd_ps(p, s, acc[m]);
+      const __m512i p01 = pair_dot(w01, a[0], a[1]), p23 = pair_dot(w23, a[2], a[3]);
+      const __m512i p = _mm512_add_epi32(_mm512_permutex2var_epi32(p01, even, p23),
+                                         _mm512_permutex2var_epi32(p01, odd, p23));
+      acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, quad_act_scales(a)), acc[m]);
     }
+  }
+  if (b + 2 <= nb) {
+    const Dec64 wd = Ops::decode(w[b], w[b + 1]);
+    const __m512 dw = f16_pair(w[b].d, w[b + 1].d);
+    for (int m = 0; m < MT; ++m) {
+      const auto* a = reinterpret_cast<const block_q8_0a*>(act_row(acts, stride, m)) + b;
+      const __m512 da = _mm512_castpd_ps(_mm512_insertf64x4(
+          _mm512_castps_pd(_mm512_set1_ps(a[0].d)), _mm256_castps_pd(_mm256_set1_ps(a[1].d)), 1));
+      acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pair_dot(wd, a[0], a[1])), _mm512_mul_ps(dw, da), acc[m]);
+    }
+    b += 2;
   }
   if (b < nb) {
     // An odd last block, paired with itself; only lanes 0-7 are accumulated
     // (masked, not zero-scaled: an inf/NaN fp16 scale times 0 is NaN).
     const Dec64 wd = Ops::decode(w[b], w[b]);
+    const __m512 dw = f16_pair(w[b].d, w[b].d);
     for (int m = 0; m < MT; ++m) {
-      const auto* a = reinterpret_cast<const block_q8_0a*>(act_row(acts, stride, m)) + b;
-      __m512 s;
-      const __m512 p = pair_product(wd, a[0], a[0], &s);
-      acc[m] = _mm512_mask3_fmadd_ps(p, s, acc[m], 0x00ff);
+      const auto& a = reinterpret_cast<const block_q8_0a*>(act_row(acts, stride, m))[b];
+      acc[m] = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(pair_dot(wd, a, a)), _mm512_mul_ps(dw, _mm512_set1_ps(a.d)),
+                                     acc[m], 0x00ff);
     }
   }
   for (int m = 0; m < MT; ++m) out[m * ldo] = _mm512_reduce_add_ps(acc[m]);
