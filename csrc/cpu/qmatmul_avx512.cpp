@@ -10,10 +10,10 @@
 // Signed weights (the centred legacy formats) use |w| and a with w's sign, the
 // sign applied by a masked subtract (AVX-512 has no vpsignb on zmm).
 //
-// Scales of K-quant sub-blocks are applied in integers with _mm512_madd_epi16:
-// each dpbusd lane sum fits int16 (Q4_K: 4*15*127, Q6_K: 4*63*127 < 32768),
-// so reading the int32 lane as (low int16, high int16) against (scale, 0)
-// gives lane*scale exactly.
+// Scales of K-quant sub-blocks are applied in integers with _mm512_madd_epi16
+// or, accumulating, _mm512_dpwssd_epi32 (VNNI int16): each dpbusd lane sum
+// fits int16 (Q4_K: 4*15*127, Q6_K: 4*63*127 < 32768), so reading the int32
+// lane as (low int16, high int16) against (scale, 0) gives lane*scale exactly.
 //
 // Contract as for AVX2: each dot_<fmt><MT> applies the same operations to an
 // output for every MT (batch invariance), -ffp-contract=off, activations
@@ -210,8 +210,10 @@ void dot_q4_k(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t 
   for (int64_t b = 0; b < nb; ++b) {
     const __m128i scm8 = q4_k_scales(w[b].scales);
     const __m512i sc32 = _mm512_cvtepu8_epi32(scm8);  // lanes 0-7 sc, 8-15 m
-    const __m128i mins16 = _mm_cvtepu8_epi16(_mm_srli_si128(scm8, 8));
-    const float d = _cvtsh_ss(w[b].d), dmin = _cvtsh_ss(w[b].dmin);
+    // m[j] twice per 32-element sub-block: one madd with the 16 activation sums of 16
+    const __m128i mb = _mm_srli_si128(scm8, 8);
+    const __m256i mins2 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mb, mb));
+    const __m512 d = _mm512_set1_ps(_cvtsh_ss(w[b].d)), dmin = _mm512_set1_ps(_cvtsh_ss(w[b].dmin));
 
     __m512i u[4], sc[4];
     for (int c = 0; c < 4; ++c) {
@@ -225,14 +227,12 @@ void dot_q4_k(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t 
     for (int m = 0; m < MT; ++m) {
       const auto& a = reinterpret_cast<const block_q8_K*>(act_row(acts, stride, m))[b];
       __m512i isum = _mm512_madd_epi16(dot(u[0], loadu512(a.qs)), sc[0]);
-      for (int c = 1; c < 4; ++c)
-        isum = _mm512_add_epi32(isum, _mm512_madd_epi16(dot(u[c], loadu512(a.qs + 64 * c)), sc[c]));
-      const __m256i bs = loadu256(a.bsums);
-      const __m128i bs32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-      const __m128i mp = _mm_madd_epi16(mins16, bs32);
-      acc[m] = _mm512_fmadd_ps(_mm512_set1_ps(d * a.d), _mm512_cvtepi32_ps(isum), acc[m]);
-      acc[m] = _mm512_fnmadd_ps(_mm512_set1_ps(dmin * a.d), _mm512_cvtepi32_ps(_mm512_zextsi128_si512(mp)),
-                                acc[m]);
+      for (int c = 1; c < 4; ++c) isum = _mm512_dpwssd_epi32(isum, dot(u[c], loadu512(a.qs + 64 * c)), sc[c]);
+      const __m256i mp = _mm256_madd_epi16(mins2, loadu256(a.bsums));  // |m*bsum| sums fit int32
+      // scales as vector products with a.d broadcast from memory (no shuffle per row)
+      const __m512 da = _mm512_set1_ps(a.d);
+      acc[m] = _mm512_fmadd_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(isum), acc[m]);
+      acc[m] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, da), _mm512_cvtepi32_ps(_mm512_zextsi256_si512(mp)), acc[m]);
     }
   }
   for (int m = 0; m < MT; ++m) out[m * ldo] = _mm512_reduce_add_ps(acc[m]);
@@ -258,7 +258,7 @@ void dot_q6_k(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t 
     // int32 lanes (scale as int16, 0): madd_epi16 multiplies the lane by the scale
     const __m512i sc32 = _mm512_and_si512(_mm512_cvtepi8_epi32(sc8), _mm512_set1_epi32(0xffff));
     const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
-    const float d = _cvtsh_ss(w[b].d);
+    const __m512 d = _mm512_set1_ps(_cvtsh_ss(w[b].d));
     __m512i u[4], sc[4];
     for (int h = 0; h < 2; ++h) {
       const __m512i ql = loadu512(w[b].ql + 64 * h);
@@ -277,9 +277,8 @@ void dot_q6_k(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t 
       const auto& a = reinterpret_cast<const block_q8_K*>(act_row(acts, stride, m))[b];
       const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(loadu256(a.bsums), sc16), 5);
       __m512i isum = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(corr));
-      for (int z = 0; z < 4; ++z)
-        isum = _mm512_add_epi32(isum, _mm512_madd_epi16(dot(u[z], loadu512(a.qs + 64 * z)), sc[z]));
-      acc[m] = _mm512_fmadd_ps(_mm512_set1_ps(d * a.d), _mm512_cvtepi32_ps(isum), acc[m]);
+      for (int z = 0; z < 4; ++z) isum = _mm512_dpwssd_epi32(isum, dot(u[z], loadu512(a.qs + 64 * z)), sc[z]);
+      acc[m] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(a.d)), _mm512_cvtepi32_ps(isum), acc[m]);
     }
   }
   for (int m = 0; m < MT; ++m) out[m * ldo] = _mm512_reduce_add_ps(acc[m]);
