@@ -27,6 +27,12 @@
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__AVX512VNNI__) && defined(__AVX512BW__) && \
     defined(__AVX512VL__)
 
+// GCC 12's AVX-512 headers build their "undefined" operands as `__Y = __Y`,
+// which -Wall -O3 reports as (maybe-)uninitialized at every inlined use.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #include <immintrin.h>
 
 #include "cpu/qmatmul_internal.h"
