@@ -17,8 +17,8 @@
 //
 // Contract as for AVX2: each dot_<fmt><MT> applies the same operations to an
 // output for every MT (batch invariance), -ffp-contract=off, activations
-// quantized by the AVX2 quantizer (bytes shared with every level). The affine
-// formats use the AVX2 tiles (not written here yet).
+// quantized by the AVX2 quantizer (bytes shared with every level). affine4
+// uses the AVX2 tile (not written here yet).
 //
 // Linker hazard: everything here is in namespace avx512 and in an anonymous
 // namespace, and no standard-library template or header inline function is
@@ -293,6 +293,147 @@ void dot_q6_k(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t 
   for (int m = 0; m < MT; ++m) out[m * ldo] = _mm512_reduce_add_ps(acc[m]);
 }
 
+// ---------------------------------------------------------------- affine8
+// y = sum_b scale_g*d_b * ((q - 128) . a_b)  +  sum_g (bias_g + 128*scale_g) * gsum_g,
+// as in the AVX2 file. Codes are contiguous (32 bytes per block), so a block
+// pair is one 64-byte load; the quad step, folding and sign handling are the
+// legacy ones above.
+
+// Activation layout offsets (AffineActs in qmatmul_internal.h, recomputed here:
+// its inline constructor would be a weak symbol of this object).
+struct Affine8Offsets {
+  int64_t d, gsum;
+};
+inline int64_t round64(int64_t v) { return (v + 63) / 64 * 64; }
+inline Affine8Offsets affine8_offsets(int64_t k) {
+  const int64_t nb = k / 32;
+  const int64_t d = round64(k), qsum = d + round64(nb * 4);
+  return {d, qsum + round64(nb * 4)};
+}
+
+inline float bf16_bits_to_f32(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  __builtin_memcpy(&f, &bits, 4);
+  return f;
+}
+
+// One weight row's scales or biases to fp32.
+void row_to_f32(const void* src, FType t, int64_t offset, int64_t count, float* dst) {
+  int64_t i = 0;
+  if (t == FType::F32) {
+    __builtin_memcpy(dst, static_cast<const float*>(src) + offset, static_cast<size_t>(count) * 4);
+    return;
+  }
+  const uint16_t* h = static_cast<const uint16_t*>(src) + offset;
+  for (; i + 16 <= count; i += 16) {
+    const __m256i v = loadu256(h + i);
+    _mm512_storeu_ps(dst + i, t == FType::F16 ? _mm512_cvtph_ps(v)
+                                              : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16)));
+  }
+  for (; i < count; ++i) dst[i] = t == FType::F16 ? _cvtsh_ss(h[i]) : bf16_bits_to_f32(h[i]);
+}
+
+inline float bias_dot(const float* bf, const float* gsum, int64_t ng) {
+  __m512 acc = _mm512_setzero_ps();
+  int64_t g = 0;
+  for (; g + 16 <= ng; g += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(bf + g), _mm512_loadu_ps(gsum + g), acc);
+  if (g < ng) {
+    const __mmask16 live = static_cast<__mmask16>((1u << (ng - g)) - 1);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(live, bf + g), _mm512_maskz_loadu_ps(live, gsum + g), acc);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
+inline Dec64 affine8_pair(const uint8_t* codes) {
+  return centred(_mm512_xor_si512(loadu512(codes), _mm512_set1_epi8(static_cast<char>(0x80))));
+}
+
+// Scaled product of one pair (8 lanes per block) or of a block alone (lanes 0-7).
+inline __m512i signed_dot(const Dec64& w, __m512i x) {
+  return dot(w.aq, _mm512_mask_sub_epi8(x, w.neg, _mm512_setzero_si512(), x));
+}
+
+template <int MT>
+void dot_affine8(int64_t k, int bshift, const uint8_t* wrow, const float* sf, const float* bf, const uint8_t* acts,
+                 int64_t stride, const Affine8Offsets& off, int64_t ng, float* out, int ldo) {
+  const int64_t nb = k / 32;
+  __m512 acc[MT];
+  for (int m = 0; m < MT; ++m) acc[m] = _mm512_setzero_ps();
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const __m512i by4 = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  // scale of block b+i relative to sf[b >> bshift] (b is a multiple of 4), 4 lanes each
+  const __m512i s_idx = _mm512_srlv_epi32(by4, _mm512_set1_epi32(bshift));
+  const __mmask16 s_need = static_cast<__mmask16>((1u << (4 >> bshift)) - 1);
+  int64_t b = 0;
+  for (; b + 4 <= nb; b += 4) {
+    const Dec64 w01 = affine8_pair(wrow + 32 * b), w23 = affine8_pair(wrow + 32 * b + 64);
+    const __m512 dw = _mm512_permutexvar_ps(s_idx, _mm512_maskz_loadu_ps(s_need, sf + (b >> bshift)));
+    for (int m = 0; m < MT; ++m) {
+      const uint8_t* a = act_row(acts, stride, m);
+      const __m512i p01 = signed_dot(w01, loadu512(a + 32 * b)), p23 = signed_dot(w23, loadu512(a + 32 * b + 64));
+      const __m512i p = _mm512_add_epi32(_mm512_permutex2var_epi32(p01, even, p23),
+                                         _mm512_permutex2var_epi32(p01, odd, p23));
+      const float* d = reinterpret_cast<const float*>(a + off.d) + b;
+      const __m512 da = _mm512_permutexvar_ps(by4, _mm512_maskz_loadu_ps(0x000f, d));
+      acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, da), acc[m]);
+    }
+  }
+  if (b + 2 <= nb) {
+    const Dec64 wd = affine8_pair(wrow + 32 * b);
+    const __m512 dw = _mm512_mask_mov_ps(_mm512_set1_ps(sf[b >> bshift]), 0xff00, _mm512_set1_ps(sf[(b + 1) >> bshift]));
+    for (int m = 0; m < MT; ++m) {
+      const uint8_t* a = act_row(acts, stride, m);
+      const float* d = reinterpret_cast<const float*>(a + off.d) + b;
+      const __m512 da = _mm512_mask_mov_ps(_mm512_set1_ps(d[0]), 0xff00, _mm512_set1_ps(d[1]));
+      acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(signed_dot(wd, loadu512(a + 32 * b))), _mm512_mul_ps(dw, da), acc[m]);
+    }
+    b += 2;
+  }
+  if (b < nb) {  // last block alone in lanes 0-7
+    const __m512i q = _mm512_xor_si512(_mm512_zextsi256_si512(loadu256(wrow + 32 * b)),
+                                       _mm512_set1_epi8(static_cast<char>(0x80)));
+    const Dec64 wd = centred(q);
+    const __m512 dw = _mm512_set1_ps(sf[b >> bshift]);
+    for (int m = 0; m < MT; ++m) {
+      const uint8_t* a = act_row(acts, stride, m);
+      const float* d = reinterpret_cast<const float*>(a + off.d) + b;
+      const __m512i x = _mm512_zextsi256_si512(loadu256(a + 32 * b));
+      acc[m] = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(signed_dot(wd, x)), _mm512_mul_ps(dw, _mm512_set1_ps(d[0])),
+                                     acc[m], 0x00ff);
+    }
+  }
+  for (int m = 0; m < MT; ++m) {
+    const auto* gsum = reinterpret_cast<const float*>(act_row(acts, stride, m) + off.gsum);
+    out[m * ldo] = _mm512_reduce_add_ps(acc[m]) + bias_dot(bf, gsum, ng);
+  }
+}
+
+TileFn g_avx2_affine8 = nullptr;  // rows with more groups than the stack buffers hold
+
+void tile_affine8(const QWeightView& w, const uint8_t* acts, int64_t stride, int64_t n0, int nn, int mm, float* res) {
+  constexpr int64_t kMaxGroups = 2048;  // 16 KB of scales + biases on the stack
+  const int64_t ng = w.k / w.group_size;
+  if (ng > kMaxGroups) return g_avx2_affine8(w, acts, stride, n0, nn, mm, res);
+  alignas(64) float sf[kMaxGroups], bf[kMaxGroups];
+  const int bshift = w.group_size == 32 ? 0 : w.group_size == 64 ? 1 : 2;
+  const Affine8Offsets off = affine8_offsets(w.k);
+  for (int j = 0; j < nn; ++j) {
+    const int64_t n = n0 + j;
+    row_to_f32(w.scales, w.scale_type, n * ng, ng, sf);
+    row_to_f32(w.biases, w.scale_type, n * ng, ng, bf);
+    for (int64_t g = 0; g < ng; ++g) bf[g] += 128.0f * sf[g];  // same fp32 ops as the AVX2 tile
+    const uint8_t* wrow = w.data + n * w.k;
+    switch (mm) {
+      case 1: dot_affine8<1>(w.k, bshift, wrow, sf, bf, acts, stride, off, ng, res + j, nn); break;
+      case 2: dot_affine8<2>(w.k, bshift, wrow, sf, bf, acts, stride, off, ng, res + j, nn); break;
+      case 3: dot_affine8<3>(w.k, bshift, wrow, sf, bf, acts, stride, off, ng, res + j, nn); break;
+      default: dot_affine8<4>(w.k, bshift, wrow, sf, bf, acts, stride, off, ng, res + j, nn); break;
+    }
+  }
+}
+
 // ----------------------------------------------------------------- tiles
 
 template <QType T, int MT>
@@ -338,13 +479,15 @@ void tile_gguf(const QWeightView& w, const uint8_t* acts, int64_t stride, int64_
 }
 
 IsaKernels make_kernels(const IsaKernels& avx2) {
-  IsaKernels k = avx2;  // to_f32, quantize_row (activation bytes shared) and the affine tiles
+  IsaKernels k = avx2;  // to_f32, quantize_row (activation bytes shared) and the affine4 tile
   k.level = KernelLevel::AVX512;
   k.tile[static_cast<int>(QType::Q4_0)] = tile_gguf<QType::Q4_0>;
   k.tile[static_cast<int>(QType::Q5_0)] = tile_gguf<QType::Q5_0>;
   k.tile[static_cast<int>(QType::Q8_0)] = tile_gguf<QType::Q8_0>;
   k.tile[static_cast<int>(QType::Q4_K)] = tile_gguf<QType::Q4_K>;
   k.tile[static_cast<int>(QType::Q6_K)] = tile_gguf<QType::Q6_K>;
+  g_avx2_affine8 = avx2.tile[static_cast<int>(QType::Affine8)];
+  k.tile[static_cast<int>(QType::Affine8)] = tile_affine8;
   return k;
 }
 
