@@ -6,7 +6,7 @@
 // bytes and adds each 4 products into an int32 lane in one instruction: no
 // int16 intermediate (maddubs) to saturate and no widening madd. 512-bit
 // registers take 64 elements at once: two 32-element blocks for Q4_0/Q5_0/
-// Q8_0, two 32-element sub-blocks (Q4_K) or four 16-element ones (Q6_K).
+// Q8_0/affine8, two 32-element sub-blocks (Q4_K) or four 16-element ones (Q6_K).
 // Signed weights (the centred legacy formats) use |w| and a with w's sign, the
 // sign applied by a masked subtract (AVX-512 has no vpsignb on zmm).
 //
