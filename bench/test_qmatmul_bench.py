@@ -10,6 +10,7 @@ Never asserts timings. Numbers land in each benchmark's extra_info:
   bw_fraction   GBps / bandwidth_GBps (best vs best)
   bw_fraction_paired_median  median over rounds of kernel GB/s / that round's read
   GFLOPps       2*M*N*K per second
+  kernel        the qmatmul level ("avx2", "avx512"): both run where the CPU has them
 Matrix-vector benchmarks rotate through enough copies of the weight to exceed
 128 MB per round, so weights come from DRAM (as in decode) rather than the
 32 MB L3, and evaluate all copies in one mx.eval (as a model step does).
@@ -32,7 +33,7 @@ import tinyfast
 from reference import qmatmul as qref
 from tinyfast import _C
 from tinyfast.ops import QuantizedWeight, qmatmul
-from tinyfast.ops.quant import GGUF_BLOCKS
+from tinyfast.ops.quant import GGUF_BLOCKS, kernels
 
 FORMATS = list(GGUF_BLOCKS) + ["affine4", "affine8"]
 BIG = (4096, 14336)                        # N, K: a Llama-3-8B FFN down projection
@@ -44,6 +45,9 @@ GEMMA = {                                  # Gemma 3 270M (hidden 640, intermedi
 }
 ROTATE_BYTES = 128 << 20
 SLOW_PEERS = os.environ.get("TINYFAST_BENCH_SLOW_PEERS") == "1"
+# The SIMD levels compared side by side (each run reports its own ratios);
+# "auto" alone where neither x86 level exists.
+BENCH_KERNELS = [k for k in ("avx2", "avx512") if k in kernels()] or ["auto"]
 
 
 def fits(fmt: str, k: int) -> bool:
@@ -123,51 +127,56 @@ def test_qmatmul_bandwidth_numpy_sum(benchmark):
 
 # ---------------------------------------------------------------- matvec
 
-def _matvec(benchmark, fmt, n, k, rounds=10, **info):
+def _matvec(benchmark, fmt, n, k, kernel, rounds=10, **info):
     w0 = make_weight(fmt, n, k, 0)
     ws = [w0] + [make_weight(fmt, n, k, i) for i in range(1, copies_for(w0.nbytes))]
     x = mx.array(np.random.default_rng(1).standard_normal((1, k)).astype(np.float32))
     mx.eval(x)
-    run(benchmark, lambda: mx.eval([qmatmul(x, w) for w in ws]), nbytes=w0.nbytes * len(ws),
-        flops=2 * n * k * len(ws), rounds=rounds, format=fmt, shape=[n, k], M=1, copies=len(ws), **info)
+    run(benchmark, lambda: mx.eval([qmatmul(x, w, kernel=kernel) for w in ws]), nbytes=w0.nbytes * len(ws),
+        flops=2 * n * k * len(ws), rounds=rounds, format=fmt, kernel=kernel, shape=[n, k], M=1, copies=len(ws),
+        **info)
 
 
+@pytest.mark.parametrize("kernel", BENCH_KERNELS)
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_qmatmul_matvec_4096x14336(benchmark, fmt):
-    _matvec(benchmark, fmt, *BIG)
+def test_qmatmul_matvec_4096x14336(benchmark, fmt, kernel):
+    _matvec(benchmark, fmt, *BIG, kernel)
 
 
+@pytest.mark.parametrize("kernel", BENCH_KERNELS)
 @pytest.mark.parametrize("shape", list(GEMMA))
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_qmatmul_matvec_gemma(benchmark, fmt, shape):
+def test_qmatmul_matvec_gemma(benchmark, fmt, shape, kernel):
     n, k = GEMMA[shape]
     if not fits(fmt, k):
         pytest.skip(f"{fmt} needs K % 256 == 0 (K={k}); the Gemma GGUF uses q5_0/q8_0 here")
-    _matvec(benchmark, fmt, n, k, rounds=5 if n > 100000 else 10, layer=shape)
+    _matvec(benchmark, fmt, n, k, kernel, rounds=5 if n > 100000 else 10, layer=shape)
 
 
 # --------------------------------------------------------------- prefill
 
+@pytest.mark.parametrize("kernel", BENCH_KERNELS)
 @pytest.mark.parametrize("m", [128, 512])
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_qmatmul_prefill_4096x14336(benchmark, fmt, m):
+def test_qmatmul_prefill_4096x14336(benchmark, fmt, m, kernel):
     n, k = BIG
     w = make_weight(fmt, n, k, 0)
     x = mx.array(np.random.default_rng(1).standard_normal((m, k)).astype(np.float32))
     mx.eval(x)
-    run(benchmark, lambda: mx.eval(qmatmul(x, w)), nbytes=w.nbytes, flops=2 * m * n * k, rounds=2,
-        bandwidth=False, format=fmt, shape=[n, k], M=m)
+    run(benchmark, lambda: mx.eval(qmatmul(x, w, kernel=kernel)), nbytes=w.nbytes, flops=2 * m * n * k, rounds=2,
+        bandwidth=False, format=fmt, kernel=kernel, shape=[n, k], M=m)
 
 
+@pytest.mark.parametrize("kernel", BENCH_KERNELS)
 @pytest.mark.parametrize("m", [128, 512])
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_qmatmul_prefill_gemma_ffn(benchmark, fmt, m):
+def test_qmatmul_prefill_gemma_ffn(benchmark, fmt, m, kernel):
     n, k = GEMMA["ffn_down_640x2048"]
     w = make_weight(fmt, n, k, 0)
     x = mx.array(np.random.default_rng(1).standard_normal((m, k)).astype(np.float32))
     mx.eval(x)
-    run(benchmark, lambda: mx.eval(qmatmul(x, w)), nbytes=w.nbytes, flops=2 * m * n * k, rounds=5,
-        bandwidth=False, format=fmt, shape=[n, k], M=m)
+    run(benchmark, lambda: mx.eval(qmatmul(x, w, kernel=kernel)), nbytes=w.nbytes, flops=2 * m * n * k, rounds=5,
+        bandwidth=False, format=fmt, kernel=kernel, shape=[n, k], M=m)
 
 
 # ----------------------------------------------------------------- peers

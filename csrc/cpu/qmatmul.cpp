@@ -32,6 +32,7 @@ const IsaKernels& kernels_for(KernelLevel level) {
   const IsaKernels* k = nullptr;
   switch (level) {
     case KernelLevel::AVX2: k = avx2_kernels(); break;
+    case KernelLevel::AVX512: k = avx512_kernels(); break;
     case KernelLevel::Neon: k = neon_kernels(); break;
     case KernelLevel::NeonDot: k = neon_dotprod_kernels(); break;
     case KernelLevel::Scalar: break;
@@ -159,9 +160,13 @@ int64_t QWeightView::row_bytes() const {
 std::vector<KernelLevel> available_levels() {
   std::vector<KernelLevel> levels;
   const std::string best = kernel_level();
+  const CpuFeatures& f = cpu_features();
+  // AVX-512 kernels also use AVX2 code (quantizer, affine tiles) and VNNI.
+  if (best == "avx512" && f.avx512vnni && f.avx2 && avx512_kernels() != nullptr)
+    levels.push_back(KernelLevel::AVX512);
   if ((best == "avx2" || best == "avx512") && avx2_kernels() != nullptr) levels.push_back(KernelLevel::AVX2);
   if (best == "neon") {
-    if (cpu_features().neon_dotprod && neon_dotprod_kernels() != nullptr) levels.push_back(KernelLevel::NeonDot);
+    if (f.neon_dotprod && neon_dotprod_kernels() != nullptr) levels.push_back(KernelLevel::NeonDot);
     if (neon_kernels() != nullptr) levels.push_back(KernelLevel::Neon);
   }
   levels.push_back(KernelLevel::Scalar);
@@ -173,6 +178,7 @@ KernelLevel default_level() { return available_levels().front(); }
 const char* level_name(KernelLevel l) {
   switch (l) {
     case KernelLevel::AVX2: return "avx2";
+    case KernelLevel::AVX512: return "avx512";
     case KernelLevel::Neon: return "neon";
     case KernelLevel::NeonDot: return "neon_dotprod";
     case KernelLevel::Scalar: break;

@@ -28,8 +28,9 @@ constexpr int kNumQTypes = 7;
 // Element types of x, of the output and of affine scales/biases.
 enum class FType : int { F32, F16, BF16 };
 
-// Neon: baseline armv8-a NEON; NeonDot: NEON with the ARMv8.2 SDOT instruction.
-enum class KernelLevel : int { Scalar, AVX2, Neon, NeonDot };
+// Neon: baseline armv8-a NEON; NeonDot: NEON with the ARMv8.2 SDOT instruction;
+// AVX512: AVX-512 F/BW/VL + VNNI (with AVX2, FMA, F16C).
+enum class KernelLevel : int { Scalar, AVX2, Neon, NeonDot, AVX512 };
 
 struct QTypeInfo {
   const char* name;   // "q4_0", ..., "affine4"
@@ -56,7 +57,7 @@ struct QWeightView {
 
 // Kernel levels compiled in and usable on this CPU, best first.
 std::vector<KernelLevel> available_levels();
-KernelLevel default_level();  // avx2/avx512 -> AVX2; neon -> NeonDot if SDOT, else Neon; else scalar
+KernelLevel default_level();  // AVX512 if VNNI, else AVX2; neon -> NeonDot if SDOT, else Neon; else scalar
 const char* level_name(KernelLevel l);
 
 // Scratch qmatmul needs for m_rows rows of x (the quantized activations).

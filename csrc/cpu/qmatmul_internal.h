@@ -1,6 +1,6 @@
 #pragma once
 // Shared between the qmatmul driver (qmatmul.cpp) and the per-ISA kernel files
-// (qmatmul_scalar.cpp, qmatmul_avx2.cpp, qmatmul_neon*.cpp). Not part of the
+// (qmatmul_scalar.cpp, qmatmul_avx2.cpp, qmatmul_avx512.cpp, qmatmul_neon*.cpp). Not part of the
 // public interface.
 #include <cstdint>
 #include <cstring>
@@ -101,6 +101,7 @@ struct IsaKernels {
 
 const IsaKernels& scalar_kernels();
 const IsaKernels* avx2_kernels();          // nullptr when not built for x86-64
+const IsaKernels* avx512_kernels();        // nullptr unless built for x86-64 with AVX-512 VNNI flags
 const IsaKernels* neon_kernels();          // nullptr when not built for arm64
 const IsaKernels* neon_dotprod_kernels();  // nullptr unless built for arm64 with +dotprod
 

@@ -33,6 +33,7 @@ QMATMUL_SOURCES = {
     "cpu/qmatmul.cpp": [],
     "cpu/qmatmul_scalar.cpp": [],
     "cpu/qmatmul_avx2.cpp": [],                       # a stub on arm64
+    "cpu/qmatmul_avx512.cpp": [],                     # a stub on arm64 (and without its flags)
     "cpu/qmatmul_neon.cpp": [],
     "cpu/qmatmul_neon_dotprod.cpp": ["-march=armv8.2-a+dotprod"],
 }
@@ -117,9 +118,12 @@ def test_sdot_object_exports_nothing_shared(tmp_path):
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or shutil.which("g++") is None,
                     reason="native check of the harness itself runs on x86-64 with g++")
 def test_harness_on_the_host_avx2_path(tmp_path):
-    """The same harness built natively holds AVX2 to the same contract, which
+    """The same harness built natively holds AVX2 (and AVX-512 VNNI where the CPU
+    has it: available_levels() decides) to the same contract, which
     tests/kernels/test_qmatmul.py checks through MLX: the harness agrees with it."""
     sources = {**QMATMUL_SOURCES, "cpu/qmatmul_avx2.cpp": ["-mavx2", "-mfma", "-mf16c"],
+               "cpu/qmatmul_avx512.cpp": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mavx2",
+                                          "-mfma", "-mf16c"],
                "cpu/qmatmul_neon_dotprod.cpp": []}
     binary = build("g++", sources, HERE / "qmatmul_check.cpp", tmp_path / "qmatmul_check", ["-pthread"])
     out = subprocess.run([str(binary)], capture_output=True, text=True, timeout=900,
