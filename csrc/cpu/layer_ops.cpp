@@ -13,6 +13,27 @@ namespace {
 
 namespace mx = mlx::core;
 
+#include "cpu/vec8.h"
+
+// The activations of gated_act on eight gate values. tanh and exp are the
+// vector versions (libm's scalar tanhf/expf were ~9 % of a Gemma decode step).
+inline f32x8 activation(GatedAct act, f32x8 g) {
+  switch (act) {
+    case GatedAct::gelu_tanh: {
+      const float k0 = 0.7978845608028654f;  // sqrt(2 / pi)
+      const f32x8 inner = vsplat(k0) * (g + vsplat(0.044715f) * (g * g * g));
+      return vsplat(0.5f) * g * (vsplat(1.0f) + vtanh(inner));
+    }
+    case GatedAct::gelu: {  // exact (erf) GELU: rare, scalar libm
+      f32x8 y;
+      for (int k = 0; k < 8; ++k) y[k] = 0.5f * g[k] * (1.0f + std::erf(g[k] * 0.7071067811865476f));
+      return y;
+    }
+    default:  // silu
+      return g / (vsplat(1.0f) + vexp(-g));
+  }
+}
+
 inline float load(const void* p, int64_t i, FloatType t) {
   switch (t) {
     case FloatType::f16: return static_cast<float>(static_cast<const mx::float16_t*>(p)[i]);
@@ -97,21 +118,22 @@ void rope(const RopeArgs& a) {
 }
 
 void gated_act(const GatedActArgs& a) {
-  constexpr int64_t kChunk = 4096;
+  constexpr int64_t kChunk = 4096;  // a multiple of 8
   const int64_t chunks = (a.n + kChunk - 1) / kChunk;
-  const float k0 = std::sqrt(2.0f / static_cast<float>(M_PI));
-  const float inv_sqrt2 = 1.0f / std::sqrt(2.0f);
   for_rows(chunks, kChunk * 8, [&](int64_t c0, int64_t c1) {
     const int64_t end = std::min(a.n, c1 * kChunk);
-    for (int64_t i = c0 * kChunk; i < end; ++i) {
-      const float g = load(a.gate, i, a.type), u = load(a.up, i, a.type);
-      float y;
-      switch (a.act) {
-        case GatedAct::gelu_tanh: y = 0.5f * g * (1.0f + std::tanh(k0 * (g + 0.044715f * (g * g * g)))); break;
-        case GatedAct::gelu: y = 0.5f * g * (1.0f + std::erf(g * inv_sqrt2)); break;
-        default: y = g / (1.0f + std::exp(-g));
+    // Eight elements at a time, the last group zero-padded: every element goes
+    // through the same vector arithmetic wherever it sits, so a token's result
+    // does not depend on the batch around it.
+    for (int64_t i = c0 * kChunk; i < end; i += 8) {
+      const int n = static_cast<int>(std::min<int64_t>(8, end - i));
+      float g[8] = {}, u[8] = {}, y[8];
+      for (int k = 0; k < n; ++k) {
+        g[k] = load(a.gate, i + k, a.type);
+        u[k] = load(a.up, i + k, a.type);
       }
-      store(a.out, i, y * u, a.type);
+      vstore(y, activation(a.act, vload(g)) * vload(u));
+      for (int k = 0; k < n; ++k) store(a.out, i + k, y[k], a.type);
     }
   });
 }

@@ -31,28 +31,9 @@
 namespace tinyfast::cpu::attn::TF_ATTN_NS {
 namespace {
 
-typedef float f32x8 __attribute__((vector_size(32)));
-typedef int32_t i32x8 __attribute__((vector_size(32)));
-typedef uint32_t u32x8 __attribute__((vector_size(32)));
-typedef uint16_t u16x8 __attribute__((vector_size(16)));
+#include "cpu/vec8.h"
 
 constexpr float kNegInf = -__builtin_inff();
-
-inline f32x8 vload(const float* p) {
-  f32x8 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void vstore(float* p, f32x8 v) { std::memcpy(p, &v, sizeof v); }
-inline f32x8 vsplat(float x) { return f32x8{x, x, x, x, x, x, x, x}; }
-
-inline f32x8 vfmadd(f32x8 a, f32x8 b, f32x8 c) {
-#ifdef TF_ATTN_X86_AVX2
-  return (f32x8)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
-#else
-  return a * b + c;
-#endif
-}
 
 // A software prefetch into L2 the compiler cannot drop (GCC deletes loops whose
 // only statements are __builtin_prefetch). Never faults, even past the pool.
@@ -65,9 +46,6 @@ inline void prefetch_l2(const char* p) {
   __builtin_prefetch(p, 0, 2);
 #endif
 }
-
-inline f32x8 vmax(f32x8 a, f32x8 b) { return a > b ? a : b; }
-inline f32x8 vmin(f32x8 a, f32x8 b) { return a < b ? a : b; }
 
 inline float hmax(f32x8 v) {
   float r = v[0];
@@ -88,38 +66,10 @@ inline f32x8 hsum8x8(f32x8 a0, f32x8 a1, f32x8 a2, f32x8 a3, f32x8 a4, f32x8 a5,
          __builtin_shufflevector(x, y, 4, 5, 6, 7, 12, 13, 14, 15);
 }
 
-// exp for x <= 88: Cephes-style range reduction and polynomial (~1 ulp);
-// exp(0) == 1 and exp(-inf) == 0 exactly, which the online softmax relies on.
-inline f32x8 vexp(f32x8 x) {
-  const i32x8 underflow = x < vsplat(-87.0f);
-  x = vmax(vmin(x, vsplat(88.0f)), vsplat(-87.0f));
-  const f32x8 magic = vsplat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  f32x8 n = (x * vsplat(1.44269504088896341f) + magic) - magic;
-  f32x8 r = x - n * vsplat(0.693359375f);
-  r = r - n * vsplat(-2.12194440e-4f);
-  f32x8 y = vsplat(1.9875691500e-4f);
-  y = vfmadd(y, r, vsplat(1.3981999507e-3f));
-  y = vfmadd(y, r, vsplat(8.3334519073e-3f));
-  y = vfmadd(y, r, vsplat(4.1665795894e-2f));
-  y = vfmadd(y, r, vsplat(1.6666665459e-1f));
-  y = vfmadd(y, r, vsplat(5.0000001201e-1f));
-  y = vfmadd(y, r * r, r) + vsplat(1.0f);
-  i32x8 e = (__builtin_convertvector(n, i32x8) + 127) << 23;
-  f32x8 res = y * (f32x8)e;
-  return (f32x8)((i32x8)res & ~underflow);
-}
-
 inline float sexp(float x) { return vexp(vsplat(x))[0]; }
 
-// c * tanh(x / c), tanh(t) = sign(t) (1 - e) / (1 + e) with e = exp(-2|t|).
-inline f32x8 vsoftcap(f32x8 x, float cap, float inv_cap) {
-  f32x8 t = x * vsplat(inv_cap);
-  const i32x8 sign = (i32x8)t & (int32_t)0x80000000;
-  f32x8 at = (f32x8)((i32x8)t ^ sign);
-  f32x8 e = vexp(at * vsplat(-2.0f));
-  f32x8 th = (vsplat(1.0f) - e) / (vsplat(1.0f) + e);
-  return (f32x8)((i32x8)th ^ sign) * vsplat(cap);
-}
+// c * tanh(x / c)
+inline f32x8 vsoftcap(f32x8 x, float cap, float inv_cap) { return vtanh(x * vsplat(inv_cap)) * vsplat(cap); }
 
 // ---- element conversions ---------------------------------------------------
 
