@@ -323,7 +323,7 @@ def worker_mlx_lm(spec: dict) -> dict:
         gen.insert(ps, [spec["conc_gen_len"]] * n_req)
         total = 0
         while True:
-            responses = gen.next()
+            responses = gen.next_generated()
             if not responses:
                 break
             total += len(responses)

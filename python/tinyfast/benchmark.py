@@ -258,6 +258,8 @@ def run(model: str | None, params: BenchParams, *, show_progress: bool | None = 
     from tinyfast.llm import LLM
 
     path = model or default_model_path()
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no model at {path} (a .gguf file or a HuggingFace directory)")
     ident = model_identity(path)
     max_n = max(params.concurrency)
     block = 16
