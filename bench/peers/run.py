@@ -413,6 +413,8 @@ def tables(results: dict[str, dict], concurrency: list[int]) -> str:
             cells = []
             for key, _, higher, _ in cols:
                 a, b = tf.get(key), r.get(key)
+                if key in ("ttft_ms", "prefill_tok_s") and r.get("prompt_len") != tf.get("prompt_len"):
+                    a = None  # different prompt lengths: no ratio
                 ok = all(isinstance(x, (int, float)) and math.isfinite(x) and x > 0 for x in (a, b))
                 cells.append("-" if not ok else f"{(a / b if higher else b / a):.2f}x")
             lines.append(f"| vs {name} | " + " | ".join(cells) + " |")
@@ -423,15 +425,19 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="gemma", help="gemma, qwen or a .gguf path")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--peers", default="tinyfast,llama.cpp,mlx-lm",
-                    help="comma-separated: tinyfast, llama.cpp, mlx-lm, 'mlx-lm f32'")
+    ap.add_argument("--peers", default="tinyfast,llama.cpp,mlx-lm f32",
+                    help="comma-separated: tinyfast, llama.cpp, 'mlx-lm f32' (the 4-bit checkpoint's weights "
+                         "dequantized, run in float32: MLX's fastest CPU path), 'mlx-lm' (4-bit affine)")
     ap.add_argument("--prompt-len", type=int, default=512)
     ap.add_argument("--gen-len", type=int, default=64)
     ap.add_argument("--concurrency", default="4,16,64")
     ap.add_argument("--conc-prompt-len", type=int, default=128)
     ap.add_argument("--conc-gen-len", type=int, default=32)
     ap.add_argument("--mlx-dir", default=None, help="mlx-lm checkpoint (default: the one convert_mlx.py made)")
-    ap.add_argument("--mlx-gen-len", type=int, default=8, help="mlx-lm on the CPU is slow: its batch-1 tokens")
+    ap.add_argument("--mlx-prompt-len", type=int, default=32,
+                    help="mlx-lm on the CPU is slow (a 512-token prefill took minutes): its batch-1 prompt")
+    ap.add_argument("--mlx-gen-len", type=int, default=16, help="mlx-lm's batch-1 generated tokens")
+    ap.add_argument("--mlx-timeout", type=float, default=420.0, help="per mlx-lm worker subprocess")
     ap.add_argument("--mlx-budget-s", type=float, default=120.0,
                     help="skip an mlx-lm concurrency level whose sequential estimate exceeds this")
     ap.add_argument("--seed", type=int, default=0)
@@ -478,24 +484,28 @@ def main(argv=None) -> int:
                              f"--model {args.model})")
                 continue
             spec.update(mlx_dir=str(d), mlx_dtype="float32" if f32 else None,
-                        gen_len=min(args.gen_len, args.mlx_gen_len))
+                        gen_len=min(args.gen_len, args.mlx_gen_len), prompt_len=min(args.prompt_len,
+                                                                                    args.mlx_prompt_len))
             notes.append(f"{name}: {d.name} (same weights dequantized from the GGUF; "
-                         f"{'float32' if f32 else '4-bit affine, group 64'}), batch-1 gen length "
-                         f"{spec['gen_len']}")
+                         f"{'float32' if f32 else '4-bit affine, group 64'}), batch-1 prompt "
+                         f"{spec['prompt_len']} / gen {spec['gen_len']} tokens: its prefill and TTFT are not "
+                         "comparable (no ratio)")
         row: dict = {}
+        timeout = args.mlx_timeout if name.startswith("mlx-lm") else args.timeout
         if not args.no_load:
             cold = drop_caches()
             if can_drop is None:
                 can_drop = cold
-            r = run_worker(name, {**spec, "load_only": True}, env, args.timeout)
+            r = run_worker(name, {**spec, "load_only": True}, env, timeout)
             row["load_cold_s"] = r.get("load_s")
-            warm = [run_worker(name, {**spec, "load_only": True}, env, args.timeout).get("load_s")
+            warm = [run_worker(name, {**spec, "load_only": True}, env, timeout).get("load_s")
                     for _ in range(2)]
             warm = [w for w in warm if isinstance(w, float)]
             row["load_warm_s"] = min(warm) if warm else None
         print(f"running {name} ...", file=sys.stderr)
-        r = run_worker(name, spec, env, args.timeout)
+        r = run_worker(name, spec, env, timeout)
         row.update(r)
+        row["prompt_len"] = spec["prompt_len"]
         results[name] = row
         if "error" in r:
             notes.append(f"{name} failed: {r['error']}")
