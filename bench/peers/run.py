@@ -158,6 +158,11 @@ def worker_tinyfast(spec: dict) -> dict:
                                      spec["conc_gen_len"], tag=f"c{n}")
         out[f"agg_{n}"] = r["tok_s"]
         out[f"agg_{n}_tokens"] = r["generated_tokens"]
+    import mlx.core as mx
+
+    out.update(mlx_peak_mib=mx.get_peak_memory() / 2**20, mlx_cache_mib=mx.get_cache_memory() / 2**20,
+               kv_pool_mib=engine.runner.num_blocks * type(engine.runner).kv_cache_bytes_per_block(
+                   engine.model.config, block, engine.runner.kv_dtype) / 2**20)
     cfg = engine.model.config
     bw = benchmark.memory_bandwidth_GBps()
     nbytes = benchmark.weight_bytes_per_token(str(spec["model"]), cfg) + benchmark.kv_bytes_per_token(
@@ -519,6 +524,10 @@ def main(argv=None) -> int:
               f"decode reaches {100 * tf['roofline_fraction']:.0f} %. Host time (outside mx.eval) "
               f"{100 * tf['host_fraction']:.1f} % of a decode step (batch/graph build "
               f"{100 * tf['runner_host_fraction']:.1f} %).")
+    if "mlx_peak_mib" in tf:
+        print(f"tinyfast memory: KV pool {tf['kv_pool_mib']:.0f} MiB, MLX peak allocated {tf['mlx_peak_mib']:.0f} MiB, "
+              f"MLX buffer cache at the end {tf['mlx_cache_mib']:.0f} MiB, model file "
+              f"{model.stat().st_size / 2**20:.0f} MiB, peak RSS {tf.get('peak_rss_mib', float('nan')):.0f} MiB.")
     if can_drop is False:
         notes.append("page cache could not be dropped (no write access to /proc/sys/vm/drop_caches): "
                      "'load cold' is only the first load of the run, not a cold one")
