@@ -164,6 +164,7 @@ def worker_tinyfast(spec: dict) -> dict:
                kv_pool_mib=engine.runner.num_blocks * type(engine.runner).kv_cache_bytes_per_block(
                    engine.model.config, block, engine.runner.kv_dtype) / 2**20)
     cfg = engine.model.config
+    out["peak_rss_mib"] = rss_mib()  # before the bandwidth probe's 256 MB buffer
     bw = benchmark.memory_bandwidth_GBps()
     nbytes = benchmark.weight_bytes_per_token(str(spec["model"]), cfg) + benchmark.kv_bytes_per_token(
         cfg, spec["prompt_len"] + spec["gen_len"] / 2, engine.runner.kv_dtype.size)
@@ -345,7 +346,7 @@ WORKERS = {"tinyfast": worker_tinyfast, "llama.cpp": worker_llama, "mlx-lm": wor
 def worker_main(name: str, spec: dict) -> None:
     base = name.split(" ")[0]
     res = WORKERS[base](spec)
-    res["peak_rss_mib"] = rss_mib()
+    res.setdefault("peak_rss_mib", rss_mib())
     print("RESULT " + json.dumps(res), flush=True)
 
 

@@ -16,7 +16,8 @@ What is measured (all through :class:`~tinyfast.engine.llm_engine.LLMEngine`, th
 - roofline: bytes read per decode token (every weight, the tied embedding once as the LM
   head, the KV of the mean context) / memory bandwidth (a 256 MB streaming read with the
   kernels' thread pool, best of 5, measured in the same run) -> decode tok/s at best;
-- peak RSS: ``getrusage(RUSAGE_SELF).ru_maxrss`` of this process at the end.
+- peak RSS: ``getrusage(RUSAGE_SELF).ru_maxrss`` of this process after the runs (before the
+  bandwidth probe allocates its buffer).
 
 Every phase is warmed up first (same shapes, 2 tokens) so ``mx.compile`` tracing of the
 decode buckets is not timed.
@@ -144,7 +145,7 @@ def memory_bandwidth_GBps(rounds: int = 5) -> float:
 
     from tinyfast import _C
 
-    buf = mx.array(np.ones(64 << 20, np.float32))
+    buf = mx.ones((64 << 20,), dtype=mx.float32)
     mx.eval(buf)
     _C._stream_read(buf)  # fault the pages in
     best = 0.0
@@ -276,7 +277,6 @@ def run(model: str | None, params: BenchParams, *, show_progress: bool | None = 
         raise ValueError(f"prompt_len + gen_len = {params.prompt_len + params.gen_len} exceeds the model's "
                          f"context ({engine.max_model_len})")
 
-    bw = memory_bandwidth_GBps()
     wbytes = weight_bytes_per_token(path, cfg)
     kvbytes = kv_bytes_per_token(cfg, params.prompt_len + params.gen_len / 2, engine.runner.kv_dtype.size)
     vocab = engine.runner.vocab_size
@@ -299,6 +299,8 @@ def run(model: str | None, params: BenchParams, *, show_progress: bool | None = 
             agg[str(n)] = run_concurrent(engine, random_prompts(n, params.prompt_len, vocab, params.seed + n),
                                          params.gen_len, bar, tag=f"c{n}")
 
+    rss = peak_rss_mib()  # before the bandwidth probe, whose 256 MB buffer is not the engine's
+    bw = memory_bandwidth_GBps()
     bytes_per_token = wbytes + kvbytes
     roofline = bw * 1e9 / bytes_per_token
     results = {
@@ -314,7 +316,7 @@ def run(model: str | None, params: BenchParams, *, show_progress: bool | None = 
         "roofline_fraction": b1["decode_tok_s"] / roofline,
         "kv_cache_bytes": engine.runner.num_blocks * type(engine.runner).kv_cache_bytes_per_block(
             cfg, engine.runner.block_size, engine.runner.kv_dtype),
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": rss,
     }
     return {
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
