@@ -19,11 +19,18 @@ def load_gguf(path: str | os.PathLike, show_progress: bool | None = False) -> tu
     g = GGUFFile(path)
     cfg = g.model_config()
     weights = gguf_weights(g)
-    with progress_bar(total=len(weights.tensors), desc=f"loading {Path(path).name}", unit="tensor",
-                      enabled=show_progress) as bar:
+    has_tokenizer = "tokenizer.ggml.tokens" in g.metadata
+    # One step per tensor, plus one for the tokenizer: building it from the GGUF vocabulary
+    # takes longer than mapping the weights (see docs/PERFORMANCE.md).
+    with progress_bar(total=len(weights.tensors) + has_tokenizer, desc=f"loading {Path(path).name}",
+                      unit="step", enabled=show_progress) as bar:
         weights.materialize(bar)
-    model = model_class(cfg.architecture)(cfg, gguf_model_options(g, cfg), weights)
-    tokenizer = Tokenizer.from_gguf_metadata(g.metadata) if "tokenizer.ggml.tokens" in g.metadata else None
+        model = model_class(cfg.architecture)(cfg, gguf_model_options(g, cfg), weights)
+        tokenizer = None
+        if has_tokenizer:
+            bar.set_description(f"loading {Path(path).name} (tokenizer)")
+            tokenizer = Tokenizer.from_gguf_metadata(g.metadata)
+            bar.update(1)
     g.close()  # the weight arrays keep the mapping alive
     return model, tokenizer
 
