@@ -113,7 +113,10 @@ _ENGINE_ARGS = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "num_
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
@@ -166,6 +169,82 @@ def _add_serve(sub) -> None:
     p.set_defaults(func=_cmd_serve)
 
 
+def _gen_len(text: str) -> int:
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be >= 2 (inter-token latency needs two tokens), got {value}")
+    return value
+
+
+def _concurrency_list(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+    if not levels or any(n < 1 for n in levels):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return levels
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from tinyfast import bench_history
+
+    if args.history:
+        runs = bench_history.load(args.limit)
+        if args.json:
+            print(json.dumps(runs, indent=2))
+        else:
+            print(bench_history.format_table(runs))
+        return 0
+    from tinyfast import benchmark
+    from tinyfast.default_model import DefaultModelMissingError
+
+    params = benchmark.BenchParams(prompt_len=args.prompt_len, gen_len=args.gen_len,
+                                   concurrency=args.concurrency)
+    show = False if args.no_progress else None
+    try:
+        report = benchmark.run(args.model, params, show_progress=show)
+    except DefaultModelMissingError as e:
+        print(f"tinyfast bench: {e}", file=sys.stderr)
+        return 1
+    if not args.no_save:
+        report["id"] = bench_history.append(report)
+        report["history"] = str(bench_history.db_path())
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(benchmark.format_report(report))
+        if not args.no_save:
+            print(f"\nsaved as run {report['id']} in {report['history']} (`tinyfast bench --history`)")
+    return 0
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="measure TTFT, inter-token latency, decode/prefill/aggregate tok/s and peak RSS",
+        description="Benchmark a model through the engine: TTFT, prefill tok/s, decode tok/s and inter-token "
+                    "latency p50/p99 at batch 1, aggregate tok/s with N concurrent requests (continuous "
+                    "batching), host time per decode step, roofline fraction and peak RSS. Each run is "
+                    "appended to $TINYFAST_CACHE_DIR/bench.sqlite (default: $XDG_CACHE_HOME/tinyfast, "
+                    "else ~/.cache/tinyfast); --history compares past runs. Exit status: 0 ok, 1 the "
+                    "model could not be loaded or run, 2 bad arguments.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", nargs="?", default=None,
+                   help="a .gguf file or a HuggingFace model directory (default: the bundled Gemma 3 270M)")
+    p.add_argument("--prompt-len", type=_positive_int, default=512, help="prompt tokens per request")
+    p.add_argument("--gen-len", type=_gen_len, default=128, help="tokens generated per request (>= 2)")
+    p.add_argument("--concurrency", type=_concurrency_list, default=(1, 4, 16),
+                   help="comma-separated numbers of concurrent requests")
+    p.add_argument("--history", action="store_true", help="print past runs (ratios vs the previous run of "
+                                                           "the same model and parameters) and exit")
+    p.add_argument("--limit", type=_positive_int, default=None, help="with --history: the last N runs only")
+    p.add_argument("--json", action="store_true", help="print the full report (or the history) as JSON")
+    p.add_argument("--no-save", action="store_true", help="do not append this run to the history")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (they show only when stderr is a terminal anyway)")
+    p.set_defaults(func=_cmd_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinyfast", description="Fast local LLM inference on MLX.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -174,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_info.add_argument("--json", action="store_true", help="machine-readable output")
     p_info.set_defaults(func=_cmd_info)
     _add_serve(sub)
+    _add_bench(sub)
     p_gen = sub.add_parser("generate", help="stream a completion of PROMPT to the terminal")
     p_gen.add_argument("prompt", help="the text to continue")
     _add_model_args(p_gen)

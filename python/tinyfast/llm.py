@@ -14,12 +14,14 @@ Prompt = str | Sequence[int]
 
 
 class LLM:
-    def __init__(self, model: str | None = None, **engine_args: Any):
+    def __init__(self, model: str | None = None, *, show_progress: bool | None = None, **engine_args: Any):
+        """``show_progress``: progress bars on stderr while the model loads; None (default) shows
+        them only when stderr is a terminal, so scripts, logs and servers stay quiet."""
         from tinyfast.default_model import default_model_path
         from tinyfast.models.loader import load_model
 
         self.model_path = model or default_model_path()
-        model_obj, tokenizer = load_model(self.model_path)
+        model_obj, tokenizer = load_model(self.model_path, show_progress=show_progress)
         self.tokenizer = tokenizer
         self.engine = LLMEngine(model_obj, tokenizer, EngineArgs(**engine_args))
         self._ids = itertools.count()

@@ -70,12 +70,17 @@ class Weights:
             raise ModelFormatError(f"{self.source}: tensor {name!r} must not be quantized")
         return t
 
-    def materialize(self) -> None:
-        """Evaluates load-time conversions (widened or shifted tensors) now, not at the first step."""
-        arrays = []
-        for t in self.tensors.values():
-            arrays.extend(t.arrays if isinstance(t, QuantizedWeight) else [t])
-        mx.eval(arrays)
+    def materialize(self, bar=None) -> None:
+        """Evaluates load-time conversions (widened or shifted tensors) now, not at the first step.
+
+        ``bar`` (a tqdm-like object) advances by one per tensor; without it, one ``mx.eval``."""
+        groups = [t.arrays if isinstance(t, QuantizedWeight) else [t] for t in self.tensors.values()]
+        if bar is None:
+            mx.eval([a for g in groups for a in g])
+            return
+        for g in groups:
+            mx.eval(g)
+            bar.update(1)
 
     def warn_unused(self) -> None:
         unused = sorted(set(self.tensors) - self._used)
