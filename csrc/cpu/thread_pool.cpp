@@ -45,7 +45,7 @@ ThreadPool& ThreadPool::global() {
 }
 
 ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
-  spin_us_ = env_int("TINYFAST_SPIN_US", spin_us_);
+  spin_us_.store(env_int("TINYFAST_SPIN_US", spin_us_.load()));
   start_workers();
 }
 
@@ -53,8 +53,9 @@ ThreadPool::~ThreadPool() { stop_workers(); }
 
 template <class Ready>
 bool ThreadPool::spin_until(Ready ready) const {
-  if (spin_us_ <= 0) return ready();
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
+  const int us = spin_us();
+  if (us <= 0) return ready();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
   for (;;) {
     for (int i = 0; i < 64; ++i) {
       if (ready()) return true;

@@ -31,10 +31,10 @@ class ThreadPool {
   // Resizes the pool (>= 1). Not to be called while a parallel_for runs.
   void set_num_threads(int n);
 
-  // Microseconds a thread polls before blocking (see above). Not to be called
-  // while a parallel_for runs.
-  void set_spin_us(int us) { spin_us_ = us < 0 ? 0 : us; }
-  int spin_us() const { return spin_us_; }
+  // Microseconds a thread polls before blocking (see above); safe to change at
+  // any time (threads read it when they next wait).
+  void set_spin_us(int us) { spin_us_.store(us < 0 ? 0 : us, std::memory_order_relaxed); }
+  int spin_us() const { return spin_us_.load(std::memory_order_relaxed); }
 
   static ThreadPool& global();
   ~ThreadPool();
@@ -62,7 +62,7 @@ class ThreadPool {
   std::atomic<bool> stopping_{false};
   int sleeping_workers_ = 0;  // guarded by mutex_
   bool caller_sleeping_ = false;  // guarded by mutex_
-  int spin_us_ = 50;
+  std::atomic<int> spin_us_{50};
 };
 
 }  // namespace tinyfast::cpu
