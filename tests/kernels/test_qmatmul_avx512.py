@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import tinyfast
-from kernels.test_qmatmul import FORMATS, activations, check_close, weight
+from kernels.test_qmatmul import FORMATS, activations, as_qweight, check_close, weight
 from tinyfast.ops import qmatmul
 from tinyfast.ops.quant import kernels
 
@@ -83,6 +83,25 @@ def test_avx512_random_blocks_odd_blocks(fmt):
     for i in range(6):   # each row alone equals its row in the batch
         np.testing.assert_array_equal(np.array(qmatmul(x[i:i + 1], w, kernel="avx512"))[0],
                                       np.array(qmatmul(x, w, kernel="avx512"))[i])
+
+
+@needs_avx512
+@pytest.mark.parametrize("fmt", ["q4_0", "q5_0", "q8_0"])
+def test_avx512_legacy_tails_and_row_groups(fmt):
+    """Legacy formats run four blocks per step and several weight rows per step:
+    every tail length (k/32 = 1, 2, 3, 5, 6), row counts around the group sizes,
+    and each weight row computed alone gives bit for bit its column of the full
+    product (grouping rows does not change a row's result)."""
+    for k in (32, 64, 96, 160, 192):
+        for n in (1, 3, 5, 7, 9):
+            t, w = weight(fmt, n, k, kind="random")
+            x, x32 = activations(5, k)
+            full = np.array(qmatmul(x, w, kernel="avx512"))
+            check_close(qmatmul(x, w, kernel="avx512"), x32, t)
+            for j in range(n):
+                one = dict(t, shape=(1, k), raw=t["raw"][j:j + 1])
+                alone = np.array(qmatmul(x, as_qweight(one), kernel="avx512"))
+                np.testing.assert_array_equal(alone[:, 0], full[:, j], err_msg=f"{fmt} k={k} n={n} row {j}")
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or shutil.which("g++") is None
