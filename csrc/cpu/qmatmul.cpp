@@ -213,6 +213,7 @@ void qmatmul(const QWeightView& w, const void* x, FType x_type, int64_t m_rows, 
   const int64_t work = w.n * rb * m_rows;
   const int64_t workers = std::clamp<int64_t>(work / (64 * 1024), 1, std::min<int64_t>(n_tiles, 1 << 20));
   const TileFn tile = kern.tile[static_cast<int>(w.type)];
+  const int tile_m = kern.tile_m[static_cast<int>(w.type)];
   const uint8_t* act_base = workspace;
 
   // Tiles are handed out dynamically: on a shared machine a descheduled
@@ -225,8 +226,8 @@ void qmatmul(const QWeightView& w, const void* x, FType x_type, int64_t m_rows, 
          t = next_tile.fetch_add(1, std::memory_order_relaxed)) {
       const int64_t n0 = t * nt_rows;
       const int nn = static_cast<int>(std::min(nt_rows, w.n - n0));
-      for (int64_t m0 = 0; m0 < m_rows; m0 += kMaxTileM) {
-        const int mm = static_cast<int>(std::min<int64_t>(kMaxTileM, m_rows - m0));
+      for (int64_t m0 = 0; m0 < m_rows; m0 += tile_m) {
+        const int mm = static_cast<int>(std::min<int64_t>(tile_m, m_rows - m0));
         tile(w, act_base + m0 * stride, stride, n0, nn, mm, res);
         store(res, mm, nn, y, y_type, w.n, m0, n0);
       }

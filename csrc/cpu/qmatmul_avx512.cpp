@@ -17,8 +17,9 @@
 //
 // Contract as for AVX2: each dot_<fmt><MT> applies the same operations to an
 // output for every MT (batch invariance), -ffp-contract=off, activations
-// quantized by the AVX2 quantizer (bytes shared with every level). affine4
-// uses the AVX2 tile (not written here yet).
+// quantized by the AVX2 quantizer (bytes shared with every level). K-quant and
+// affine8 tiles take up to 8 rows of x (AVX2: 4). affine4 uses the AVX2 tile, 4 rows at a time
+// (an AVX-512 affine4 kernel is not written yet).
 //
 // Linker hazard: everything here is in namespace avx512 and in an anonymous
 // namespace, and no standard-library template or header inline function is
@@ -410,12 +411,25 @@ void dot_affine8(int64_t k, int bshift, const uint8_t* wrow, const float* sf, co
   }
 }
 
-TileFn g_avx2_affine8 = nullptr;  // rows with more groups than the stack buffers hold
+TileFn g_avx2_affine4 = nullptr, g_avx2_affine8 = nullptr;
+
+// An AVX2 tile (at most 4 rows of x) over up to 8 rows: two calls, the second
+// writing rows 4.. of res. Each output's arithmetic is the AVX2 tile's.
+void avx2_tile_halves(TileFn tile, const QWeightView& w, const uint8_t* acts, int64_t stride, int64_t n0, int nn,
+                      int mm, float* res) {
+  tile(w, acts, stride, n0, nn, mm < 4 ? mm : 4, res);
+  if (mm > 4) tile(w, acts + 4 * stride, stride, n0, nn, mm - 4, res + 4 * nn);
+}
+
+void tile_affine4(const QWeightView& w, const uint8_t* acts, int64_t stride, int64_t n0, int nn, int mm, float* res) {
+  avx2_tile_halves(g_avx2_affine4, w, acts, stride, n0, nn, mm, res);
+}
 
 void tile_affine8(const QWeightView& w, const uint8_t* acts, int64_t stride, int64_t n0, int nn, int mm, float* res) {
   constexpr int64_t kMaxGroups = 2048;  // 16 KB of scales + biases on the stack
   const int64_t ng = w.k / w.group_size;
-  if (ng > kMaxGroups) return g_avx2_affine8(w, acts, stride, n0, nn, mm, res);
+  // rows with more groups than the stack buffers hold: the AVX2 tile
+  if (ng > kMaxGroups) return avx2_tile_halves(g_avx2_affine8, w, acts, stride, n0, nn, mm, res);
   alignas(64) float sf[kMaxGroups], bf[kMaxGroups];
   const int bshift = w.group_size == 32 ? 0 : w.group_size == 64 ? 1 : 2;
   const Affine8Offsets off = affine8_offsets(w.k);
@@ -425,12 +439,18 @@ void tile_affine8(const QWeightView& w, const uint8_t* acts, int64_t stride, int
     row_to_f32(w.biases, w.scale_type, n * ng, ng, bf);
     for (int64_t g = 0; g < ng; ++g) bf[g] += 128.0f * sf[g];  // same fp32 ops as the AVX2 tile
     const uint8_t* wrow = w.data + n * w.k;
+#define TF_AFFINE8(MT) dot_affine8<MT>(w.k, bshift, wrow, sf, bf, acts, stride, off, ng, res + j, nn)
     switch (mm) {
-      case 1: dot_affine8<1>(w.k, bshift, wrow, sf, bf, acts, stride, off, ng, res + j, nn); break;
-      case 2: dot_affine8<2>(w.k, bshift, wrow, sf, bf, acts, stride, off, ng, res + j, nn); break;
-      case 3: dot_affine8<3>(w.k, bshift, wrow, sf, bf, acts, stride, off, ng, res + j, nn); break;
-      default: dot_affine8<4>(w.k, bshift, wrow, sf, bf, acts, stride, off, ng, res + j, nn); break;
+      case 1: TF_AFFINE8(1); break;
+      case 2: TF_AFFINE8(2); break;
+      case 3: TF_AFFINE8(3); break;
+      case 4: TF_AFFINE8(4); break;
+      case 5: TF_AFFINE8(5); break;
+      case 6: TF_AFFINE8(6); break;
+      case 7: TF_AFFINE8(7); break;
+      default: TF_AFFINE8(8); break;
     }
+#undef TF_AFFINE8
   }
 }
 
@@ -470,23 +490,42 @@ void rows_gguf(const QWeightView& w, const uint8_t* acts, int64_t stride, int64_
 // The switch on the tile height sits outside the row loop (as in the AVX2 file).
 template <QType T>
 void tile_gguf(const QWeightView& w, const uint8_t* acts, int64_t stride, int64_t n0, int nn, int mm, float* res) {
+  if constexpr (T == QType::Q4_0 || T == QType::Q5_0 || T == QType::Q8_0) {  // tile_m 4, see make_kernels
+    switch (mm) {
+      case 1: rows_gguf<T, 1>(w, acts, stride, n0, nn, res); break;
+      case 2: rows_gguf<T, 2>(w, acts, stride, n0, nn, res); break;
+      case 3: rows_gguf<T, 3>(w, acts, stride, n0, nn, res); break;
+      default: rows_gguf<T, 4>(w, acts, stride, n0, nn, res); break;
+    }
+    return;
+  }
   switch (mm) {
     case 1: rows_gguf<T, 1>(w, acts, stride, n0, nn, res); break;
     case 2: rows_gguf<T, 2>(w, acts, stride, n0, nn, res); break;
     case 3: rows_gguf<T, 3>(w, acts, stride, n0, nn, res); break;
-    default: rows_gguf<T, 4>(w, acts, stride, n0, nn, res); break;
+    case 4: rows_gguf<T, 4>(w, acts, stride, n0, nn, res); break;
+    case 5: rows_gguf<T, 5>(w, acts, stride, n0, nn, res); break;
+    case 6: rows_gguf<T, 6>(w, acts, stride, n0, nn, res); break;
+    case 7: rows_gguf<T, 7>(w, acts, stride, n0, nn, res); break;
+    default: rows_gguf<T, 8>(w, acts, stride, n0, nn, res); break;
   }
 }
 
 IsaKernels make_kernels(const IsaKernels& avx2) {
-  IsaKernels k = avx2;  // to_f32, quantize_row (activation bytes shared) and the affine4 tile
+  IsaKernels k = avx2;  // to_f32 and quantize_row (activation bytes shared)
   k.level = KernelLevel::AVX512;
+  // K-quants and affine8 take 8 rows of x per weight pass (32 zmm registers: 8
+  // accumulators + one unpacked super-block fit); the legacy formats stay at 4
+  // (measured: with 8 their per-row activation registers spill and they slow down).
+  for (QType t : {QType::Q4_K, QType::Q6_K, QType::Affine8}) k.tile_m[static_cast<int>(t)] = 8;
   k.tile[static_cast<int>(QType::Q4_0)] = tile_gguf<QType::Q4_0>;
   k.tile[static_cast<int>(QType::Q5_0)] = tile_gguf<QType::Q5_0>;
   k.tile[static_cast<int>(QType::Q8_0)] = tile_gguf<QType::Q8_0>;
   k.tile[static_cast<int>(QType::Q4_K)] = tile_gguf<QType::Q4_K>;
   k.tile[static_cast<int>(QType::Q6_K)] = tile_gguf<QType::Q6_K>;
+  g_avx2_affine4 = avx2.tile[static_cast<int>(QType::Affine4)];
   g_avx2_affine8 = avx2.tile[static_cast<int>(QType::Affine8)];
+  k.tile[static_cast<int>(QType::Affine4)] = tile_affine4;
   k.tile[static_cast<int>(QType::Affine8)] = tile_affine8;
   return k;
 }

@@ -83,9 +83,9 @@ inline int64_t act_row_stride(QType t, int64_t k, int group_size) {
 constexpr float kTinyAmax = 1e-30f;
 
 // ------------------------------------------------------------ kernel tables
-// res[i * nn + j] = y[m0 + i, n0 + j] for i < mm (1..kMaxTileM), j < nn;
+// res[i * nn + j] = y[m0 + i, n0 + j] for i < mm (1..IsaKernels::tile_m[type]), j < nn;
 // acts points at activation row m0, consecutive rows act_stride bytes apart.
-constexpr int kMaxTileM = 4;
+constexpr int kMaxTileM = 8;  // the largest tile_m of any level
 using TileFn = void (*)(const QWeightView& w, const uint8_t* acts, int64_t act_stride, int64_t n0, int nn, int mm,
                         float* res);
 
@@ -97,6 +97,9 @@ struct IsaKernels {
   // the sum of every 16 codes. Must agree bit for bit across ISAs.
   void (*quantize_row)(const float* x, int64_t k, int block, int8_t* qs, float* d, int16_t* sums16);
   TileFn tile[kNumQTypes];
+  // Rows of x per tile call, per type (<= kMaxTileM): each weight block is
+  // unpacked once per tile_m rows, so a kernel with registers to spare takes more.
+  int tile_m[kNumQTypes] = {4, 4, 4, 4, 4, 4, 4};
 };
 
 const IsaKernels& scalar_kernels();

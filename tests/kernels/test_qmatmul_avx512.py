@@ -62,10 +62,10 @@ def test_disable_lowers_avx512_to_avx2(disable):
 
 
 @needs_avx512
-@pytest.mark.parametrize("m", [1, 3, 4, 9])
+@pytest.mark.parametrize("m", [1, 3, 4, 6, 8, 9, 13])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_avx512_matches_reference(fmt, m):
-    """Odd and even block counts per row (k/32 = 7 and 64) and every tile height."""
+    """Odd and even block counts per row (k/32 = 7 and 64) and tile heights 1-8 (avx512 tiles take 8 rows)."""
     for n, k in ((29, 224 if fmt in ("q4_0", "q5_0", "q8_0") else 256), (66, 2048)):
         t, w = weight(fmt, n, k)
         x, x32 = activations(m, k)
