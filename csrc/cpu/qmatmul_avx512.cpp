@@ -84,28 +84,43 @@ inline __m512i nibbles_64(const uint8_t* qs0, const uint8_t* qs1) {
   return _mm512_and_si512(_mm512_srlv_epi32(join(r0, r1), shift), _mm512_set1_epi8(15));
 }
 
+// decode: the centred codes q - c as |q - c| and a sign mask (tiles of several
+// rows of x); decode_unsigned: the stored codes q themselves (the matvec below).
 struct Q4_0Ops {
   using Block = block_q4_0;
+  static constexpr int kC = 8;
   static Dec64 decode(const Block& b0, const Block& b1) {
     return centred(_mm512_sub_epi8(nibbles_64(b0.qs, b1.qs), _mm512_set1_epi8(8)));
   }
+  static __m512i decode_unsigned(const Block& b0, const Block& b1) { return nibbles_64(b0.qs, b1.qs); }
 };
 struct Q5_0Ops {
   using Block = block_q5_0;
-  // q - 16 = lo - 16 where the fifth bit (bit j of qh for element j) is clear, lo where set.
-  static Dec64 decode(const Block& b0, const Block& b1) {
+  static constexpr int kC = 16;
+  static uint64_t fifth_bits(const Block& b0, const Block& b1) {  // bit j of qh: element j
     uint32_t h0, h1;
     __builtin_memcpy(&h0, b0.qh, 4);
     __builtin_memcpy(&h1, b1.qh, 4);
-    const __mmask64 clear = _cvtu64_mask64(~(static_cast<uint64_t>(h1) << 32 | h0));
+    return static_cast<uint64_t>(h1) << 32 | h0;
+  }
+  // q - 16 = lo - 16 where the fifth bit is clear, lo where set.
+  static Dec64 decode(const Block& b0, const Block& b1) {
     const __m512i lo = nibbles_64(b0.qs, b1.qs);
-    return centred(_mm512_mask_sub_epi8(lo, clear, lo, _mm512_set1_epi8(16)));
+    return centred(_mm512_mask_sub_epi8(lo, _cvtu64_mask64(~fifth_bits(b0, b1)), lo, _mm512_set1_epi8(16)));
+  }
+  static __m512i decode_unsigned(const Block& b0, const Block& b1) {
+    const __m512i lo = nibbles_64(b0.qs, b1.qs);
+    return _mm512_mask_add_epi8(lo, _cvtu64_mask64(fifth_bits(b0, b1)), lo, _mm512_set1_epi8(16));
   }
 };
 struct Q8_0Ops {
   using Block = block_q8_0;
+  static constexpr int kC = 128;  // the int8 code + 128 as an unsigned byte
   static Dec64 decode(const Block& b0, const Block& b1) {
     return centred(join(loadu256(b0.qs), loadu256(b1.qs)));
+  }
+  static __m512i decode_unsigned(const Block& b0, const Block& b1) {
+    return _mm512_xor_si512(join(loadu256(b0.qs), loadu256(b1.qs)), _mm512_set1_epi8(static_cast<char>(0x80)));
   }
 };
 
@@ -144,25 +159,11 @@ inline __m512 quad_act_scales(const block_q8_0a* a) {
 // lanes per block (adjacent lanes added, exact in int32) so one conversion and
 // one FMA with 4-lane scale groups serve four blocks. Remaining blocks (nb % 4)
 // take one pair step and/or one single-block step with 8-lane scale groups.
+// The last nb % 4 blocks (a pair and/or a single block) of a row, accumulated
+// into acc with 8-lane scale groups.
 template <class Ops, int MT>
-void dot_legacy(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t nb, float* out, int ldo) {
-  const auto* w = reinterpret_cast<const typename Ops::Block*>(wrow);
-  __m512 acc[MT];
-  for (int m = 0; m < MT; ++m) acc[m] = _mm512_setzero_ps();
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-  int64_t b = 0;
-  for (; b + 4 <= nb; b += 4) {
-    const Dec64 w01 = Ops::decode(w[b], w[b + 1]), w23 = Ops::decode(w[b + 2], w[b + 3]);
-    const __m512 dw = quad_weight_scales(w + b);
-    for (int m = 0; m < MT; ++m) {
-      const auto* a = reinterpret_cast<const block_q8_0a*>(act_row(acts, stride, m)) + b;
-      const __m512i p01 = pair_dot(w01, a[0], a[1]), p23 = pair_dot(w23, a[2], a[3]);
-      const __m512i p = _mm512_add_epi32(_mm512_permutex2var_epi32(p01, even, p23),
-                                         _mm512_permutex2var_epi32(p01, odd, p23));
-      acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, quad_act_scales(a)), acc[m]);
-    }
-  }
+inline void legacy_tail(const typename Ops::Block* w, const uint8_t* acts, int64_t stride, int64_t b, int64_t nb,
+                        __m512 (&acc)[MT]) {
   if (b + 2 <= nb) {
     const Dec64 wd = Ops::decode(w[b], w[b + 1]);
     const __m512 dw = f16_pair(w[b].d, w[b + 1].d);
@@ -185,7 +186,80 @@ void dot_legacy(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_
                                      acc[m], 0x00ff);
     }
   }
+}
+
+template <class Ops, int MT>
+void dot_legacy(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t nb, float* out, int ldo) {
+  const auto* w = reinterpret_cast<const typename Ops::Block*>(wrow);
+  __m512 acc[MT];
+  for (int m = 0; m < MT; ++m) acc[m] = _mm512_setzero_ps();
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  int64_t b = 0;
+  for (; b + 4 <= nb; b += 4) {
+    const Dec64 w01 = Ops::decode(w[b], w[b + 1]), w23 = Ops::decode(w[b + 2], w[b + 3]);
+    const __m512 dw = quad_weight_scales(w + b);
+    for (int m = 0; m < MT; ++m) {
+      const auto* a = reinterpret_cast<const block_q8_0a*>(act_row(acts, stride, m)) + b;
+      const __m512i p01 = pair_dot(w01, a[0], a[1]), p23 = pair_dot(w23, a[2], a[3]);
+      const __m512i p = _mm512_add_epi32(_mm512_permutex2var_epi32(p01, even, p23),
+                                         _mm512_permutex2var_epi32(p01, odd, p23));
+      acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, quad_act_scales(a)), acc[m]);
+    }
+  }
+  legacy_tail<Ops, MT>(w, acts, stride, b, nb, acc);
   for (int m = 0; m < MT; ++m) out[m * ldo] = _mm512_reduce_add_ps(acc[m]);
+}
+
+// Matvec (one row of x: decode). With one activation row the per-row cost of
+// the step above is mostly activation work (two joins and a scale permute per
+// four blocks) and sign handling (abs, sign mask and masked negation per weight
+// pair). Here the activation row is laid out once per tile in MatvecQuad steps
+// (joined pairs, scales in lanes) with the dot products' starting values
+// -c*sum(a) per lane precomputed, and the weights enter as their stored
+// unsigned codes: dpbusd(-c*sum(a), q, a) = (q - c).a lane by lane, the same
+// int32 lanes as the signed form, followed by the same fold, scale products and
+// FMAs - bit-identical to dot_legacy<Ops, 1> (batch invariance holds).
+struct MatvecQuad {
+  __m512i x01, x23;  // activation codes of blocks 4q, 4q+1 and 4q+2, 4q+3
+  __m512i n01, n23;  // -c * (sum of the 4 codes) per int32 lane
+  __m512 da;         // activation scales, 4 lanes per block
+};
+constexpr int64_t kMatvecMaxQuads = 256;  // k <= 32768 (80 KB of stack); longer rows use dot_legacy
+
+template <class Ops>
+inline void matvec_acts(const uint8_t* acts, int64_t nq, MatvecQuad* out) {
+  const auto* a = reinterpret_cast<const block_q8_0a*>(acts);
+  const __m512i c = _mm512_set1_epi8(static_cast<char>(Ops::kC));
+  for (int64_t q = 0; q < nq; ++q, a += 4) {
+    MatvecQuad& o = out[q];
+    o.x01 = join(loadu256(a[0].qs), loadu256(a[1].qs));
+    o.x23 = join(loadu256(a[2].qs), loadu256(a[3].qs));
+    o.n01 = _mm512_sub_epi32(_mm512_setzero_si512(), dot(c, o.x01));
+    o.n23 = _mm512_sub_epi32(_mm512_setzero_si512(), dot(c, o.x23));
+    o.da = quad_act_scales(a);
+  }
+}
+
+template <class Ops>
+void matvec_legacy(const uint8_t* wrow, const MatvecQuad* qa, int64_t nq, const uint8_t* acts, int64_t nb,
+                   float* out) {
+  const auto* w = reinterpret_cast<const typename Ops::Block*>(wrow);
+  __m512 acc[1] = {_mm512_setzero_ps()};
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  for (int64_t q = 0; q < nq; ++q) {
+    const int64_t b = 4 * q;
+    const __m512i u01 = Ops::decode_unsigned(w[b], w[b + 1]), u23 = Ops::decode_unsigned(w[b + 2], w[b + 3]);
+    const __m512 dw = quad_weight_scales(w + b);
+    const __m512i p01 = _mm512_dpbusd_epi32(qa[q].n01, u01, qa[q].x01);
+    const __m512i p23 = _mm512_dpbusd_epi32(qa[q].n23, u23, qa[q].x23);
+    const __m512i p = _mm512_add_epi32(_mm512_permutex2var_epi32(p01, even, p23),
+                                       _mm512_permutex2var_epi32(p01, odd, p23));
+    acc[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, qa[q].da), acc[0]);
+  }
+  legacy_tail<Ops, 1>(w, acts, 0, 4 * nq, nb, acc);
+  out[0] = _mm512_reduce_add_ps(acc[0]);
 }
 
 // ------------------------------------------------------------------ Q4_K
@@ -480,10 +554,29 @@ constexpr int64_t block_bytes() {
   else return sizeof(block_q6_K);
 }
 
+template <QType T>
+struct LegacyOps;
+template <>
+struct LegacyOps<QType::Q4_0> { using type = Q4_0Ops; };
+template <>
+struct LegacyOps<QType::Q5_0> { using type = Q5_0Ops; };
+template <>
+struct LegacyOps<QType::Q8_0> { using type = Q8_0Ops; };
+
 template <QType T, int MT>
 void rows_gguf(const QWeightView& w, const uint8_t* acts, int64_t stride, int64_t n0, int nn, float* res) {
   const int64_t nb = w.k / block_elems<T>();
   const int64_t rb = nb * block_bytes<T>();
+  if constexpr (MT == 1 && (T == QType::Q4_0 || T == QType::Q5_0 || T == QType::Q8_0)) {
+    const int64_t nq = nb / 4;
+    if (nq <= kMatvecMaxQuads) {
+      using Ops = typename LegacyOps<T>::type;
+      MatvecQuad qa[kMatvecMaxQuads];
+      matvec_acts<Ops>(acts, nq, qa);
+      for (int j = 0; j < nn; ++j) matvec_legacy<Ops>(w.data + (n0 + j) * rb, qa, nq, acts, nb, res + j);
+      return;
+    }
+  }
   for (int j = 0; j < nn; ++j) gguf_dot<T, MT>(w.data + (n0 + j) * rb, acts, stride, nb, res + j, nn);
 }
 
