@@ -211,28 +211,32 @@ void dot_legacy(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_
   for (int m = 0; m < MT; ++m) out[m * ldo] = _mm512_reduce_add_ps(acc[m]);
 }
 
-// Matvec (one row of x: decode). With one activation row the per-row cost of
-// the step above is mostly activation work (two joins and a scale permute per
-// four blocks) and sign handling (abs, sign mask and masked negation per weight
-// pair). Here the activation row is laid out once per tile in MatvecQuad steps
-// (joined pairs, scales in lanes) with the dot products' starting values
-// -c*sum(a) per lane precomputed, and the weights enter as their stored
-// unsigned codes: dpbusd(-c*sum(a), q, a) = (q - c).a lane by lane, the same
-// int32 lanes as the signed form, followed by the same fold, scale products and
-// FMAs - bit-identical to dot_legacy<Ops, 1> (batch invariance holds).
-struct MatvecQuad {
+// Prepared activations. Per weight row, the step above spends most of its
+// instructions on activation work (two joins and a scale permute per four
+// blocks and row of x) and sign handling (abs, sign mask and masked negation
+// per weight pair and row of x). rows_gguf instead lays each row of x out once
+// per tile in PreparedQuad steps (joined pairs, scales in lanes) with the dot
+// products' starting values -c*sum(a) per lane precomputed, and the weights
+// enter as their stored unsigned codes: dpbusd(-c*sum(a), q, a) = (q - c).a
+// lane by lane, the same int32 lanes as the signed form, followed by the same
+// fold, scale products and FMAs - bit-identical to dot_legacy (which remains
+// for rows longer than the stack buffer).
+struct PreparedQuad {
   __m512i x01, x23;  // activation codes of blocks 4q, 4q+1 and 4q+2, 4q+3
   __m512i n01, n23;  // -c * (sum of the 4 codes) per int32 lane
   __m512 da;         // activation scales, 4 lanes per block
 };
-constexpr int64_t kMatvecMaxQuads = 256;  // k <= 32768 (80 KB of stack); longer rows use dot_legacy
+constexpr int64_t kMaxPreparedQuads = 512;  // MT * k / 128 (160 KB of stack)
+// Matvec rows are fetched this many rows ahead (tiles of one thread are not
+// contiguous, so the hardware prefetcher restarts at each; measured +0-8 %).
+constexpr int kPrefetchRows = 4;
 
 template <class Ops>
-inline void matvec_acts(const uint8_t* acts, int64_t nq, MatvecQuad* out) {
+inline void prepare_acts(const uint8_t* acts, int64_t nq, PreparedQuad* out) {
   const auto* a = reinterpret_cast<const block_q8_0a*>(acts);
   const __m512i c = _mm512_set1_epi8(static_cast<char>(Ops::kC));
   for (int64_t q = 0; q < nq; ++q, a += 4) {
-    MatvecQuad& o = out[q];
+    PreparedQuad& o = out[q];
     o.x01 = join(loadu256(a[0].qs), loadu256(a[1].qs));
     o.x23 = join(loadu256(a[2].qs), loadu256(a[3].qs));
     o.n01 = _mm512_sub_epi32(_mm512_setzero_si512(), dot(c, o.x01));
@@ -241,25 +245,29 @@ inline void matvec_acts(const uint8_t* acts, int64_t nq, MatvecQuad* out) {
   }
 }
 
-template <class Ops>
-void matvec_legacy(const uint8_t* wrow, const MatvecQuad* qa, int64_t nq, const uint8_t* acts, int64_t nb,
-                   float* out) {
+// qa holds MT rows of x, nq steps each (row m at qa + m * nq).
+template <class Ops, int MT>
+void dot_legacy_prepared(const uint8_t* wrow, const PreparedQuad* qa, int64_t nq, const uint8_t* acts,
+                         int64_t stride, int64_t nb, float* out, int ldo) {
   const auto* w = reinterpret_cast<const typename Ops::Block*>(wrow);
-  __m512 acc[1] = {_mm512_setzero_ps()};
+  __m512 acc[MT];
+  for (int m = 0; m < MT; ++m) acc[m] = _mm512_setzero_ps();
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
   for (int64_t q = 0; q < nq; ++q) {
     const int64_t b = 4 * q;
     const __m512i u01 = Ops::decode_unsigned(w[b], w[b + 1]), u23 = Ops::decode_unsigned(w[b + 2], w[b + 3]);
     const __m512 dw = quad_weight_scales(w + b);
-    const __m512i p01 = _mm512_dpbusd_epi32(qa[q].n01, u01, qa[q].x01);
-    const __m512i p23 = _mm512_dpbusd_epi32(qa[q].n23, u23, qa[q].x23);
-    const __m512i p = _mm512_add_epi32(_mm512_permutex2var_epi32(p01, even, p23),
-                                       _mm512_permutex2var_epi32(p01, odd, p23));
-    acc[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, qa[q].da), acc[0]);
+    for (int m = 0; m < MT; ++m) {
+      const PreparedQuad& a = qa[m * nq + q];
+      const __m512i p01 = _mm512_dpbusd_epi32(a.n01, u01, a.x01), p23 = _mm512_dpbusd_epi32(a.n23, u23, a.x23);
+      const __m512i p = _mm512_add_epi32(_mm512_permutex2var_epi32(p01, even, p23),
+                                         _mm512_permutex2var_epi32(p01, odd, p23));
+      acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, a.da), acc[m]);
+    }
   }
-  legacy_tail<Ops, 1>(w, acts, 0, 4 * nq, nb, acc);
-  out[0] = _mm512_reduce_add_ps(acc[0]);
+  legacy_tail<Ops, MT>(w, acts, stride, 4 * nq, nb, acc);
+  for (int m = 0; m < MT; ++m) out[m * ldo] = _mm512_reduce_add_ps(acc[m]);
 }
 
 // ------------------------------------------------------------------ Q4_K
@@ -567,13 +575,24 @@ template <QType T, int MT>
 void rows_gguf(const QWeightView& w, const uint8_t* acts, int64_t stride, int64_t n0, int nn, float* res) {
   const int64_t nb = w.k / block_elems<T>();
   const int64_t rb = nb * block_bytes<T>();
-  if constexpr (MT == 1 && (T == QType::Q4_0 || T == QType::Q5_0 || T == QType::Q8_0)) {
+  if constexpr (T == QType::Q4_0 || T == QType::Q5_0 || T == QType::Q8_0) {
     const int64_t nq = nb / 4;
-    if (nq <= kMatvecMaxQuads) {
+    if (nq * MT <= kMaxPreparedQuads) {
       using Ops = typename LegacyOps<T>::type;
-      MatvecQuad qa[kMatvecMaxQuads];
-      matvec_acts<Ops>(acts, nq, qa);
-      for (int j = 0; j < nn; ++j) matvec_legacy<Ops>(w.data + (n0 + j) * rb, qa, nq, acts, nb, res + j);
+      PreparedQuad qa[kMaxPreparedQuads];
+      for (int m = 0; m < MT; ++m) prepare_acts<Ops>(act_row(acts, stride, m), nq, qa + m * nq);
+      for (int j = 0; j < nn; ++j) {
+        if constexpr (MT == 1) {
+          const char* ahead = reinterpret_cast<const char*>(w.data + (n0 + j + kPrefetchRows) * rb);
+          for (int64_t o = 0; o < rb; o += 64) _mm_prefetch(ahead + o, _MM_HINT_T0);
+        }
+        dot_legacy_prepared<Ops, MT>(w.data + (n0 + j) * rb, qa, nq, acts, stride, nb, res + j, nn);
+      }
+      return;
+    }
+    if constexpr (MT > 4) {  // dot_legacy keeps its activation registers for at most 4 rows of x
+      rows_gguf<T, 4>(w, acts, stride, n0, nn, res);
+      rows_gguf<T, MT - 4>(w, acts + 4 * stride, stride, n0, nn, res + 4 * nn);
       return;
     }
   }
@@ -583,15 +602,6 @@ void rows_gguf(const QWeightView& w, const uint8_t* acts, int64_t stride, int64_
 // The switch on the tile height sits outside the row loop (as in the AVX2 file).
 template <QType T>
 void tile_gguf(const QWeightView& w, const uint8_t* acts, int64_t stride, int64_t n0, int nn, int mm, float* res) {
-  if constexpr (T == QType::Q4_0 || T == QType::Q5_0 || T == QType::Q8_0) {  // tile_m 4, see make_kernels
-    switch (mm) {
-      case 1: rows_gguf<T, 1>(w, acts, stride, n0, nn, res); break;
-      case 2: rows_gguf<T, 2>(w, acts, stride, n0, nn, res); break;
-      case 3: rows_gguf<T, 3>(w, acts, stride, n0, nn, res); break;
-      default: rows_gguf<T, 4>(w, acts, stride, n0, nn, res); break;
-    }
-    return;
-  }
   switch (mm) {
     case 1: rows_gguf<T, 1>(w, acts, stride, n0, nn, res); break;
     case 2: rows_gguf<T, 2>(w, acts, stride, n0, nn, res); break;
@@ -607,10 +617,9 @@ void tile_gguf(const QWeightView& w, const uint8_t* acts, int64_t stride, int64_
 IsaKernels make_kernels(const IsaKernels& avx2) {
   IsaKernels k = avx2;  // to_f32 and quantize_row (activation bytes shared)
   k.level = KernelLevel::AVX512;
-  // K-quants and affine8 take 8 rows of x per weight pass (32 zmm registers: 8
-  // accumulators + one unpacked super-block fit); the legacy formats stay at 4
-  // (measured: with 8 their per-row activation registers spill and they slow down).
-  for (QType t : {QType::Q4_K, QType::Q6_K, QType::Affine8}) k.tile_m[static_cast<int>(t)] = 8;
+  // 8 rows of x per weight pass (32 zmm registers: 8 accumulators + one
+  // unpacked weight step fit); affine4 borrows the AVX2 tile, 4 rows at a time.
+  for (QType t : {QType::Q4_0, QType::Q5_0, QType::Q8_0, QType::Q4_K, QType::Q6_K, QType::Affine8}) k.tile_m[static_cast<int>(t)] = 8;
   k.tile[static_cast<int>(QType::Q4_0)] = tile_gguf<QType::Q4_0>;
   k.tile[static_cast<int>(QType::Q5_0)] = tile_gguf<QType::Q5_0>;
   k.tile[static_cast<int>(QType::Q8_0)] = tile_gguf<QType::Q8_0>;

@@ -104,6 +104,21 @@ def test_avx512_legacy_tails_and_row_groups(fmt):
                 np.testing.assert_array_equal(alone[:, 0], full[:, j], err_msg=f"{fmt} k={k} n={n} row {j}")
 
 
+@needs_avx512
+@pytest.mark.parametrize("fmt", ["q4_0", "q5_0", "q8_0"])
+def test_avx512_legacy_long_rows(fmt):
+    """Rows too long for the prepared-activation buffer at 8 rows of x (k/32 = 260) or even
+    at 4 (k/32 = 513, a tail block): the unprepared kernel in 4-row halves gives the same
+    results, bit for bit, as one row of x at a time."""
+    for n, k in ((5, 8320), (3, 16416)):
+        t, w = weight(fmt, n, k, kind="random")
+        x, x32 = activations(13, k)
+        full = np.array(qmatmul(x, w, kernel="avx512"))
+        check_close(qmatmul(x, w, kernel="avx512"), x32, t)
+        for i in (0, 5, 12):
+            np.testing.assert_array_equal(np.array(qmatmul(x[i:i + 1], w, kernel="avx512"))[0], full[i])
+
+
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or shutil.which("g++") is None
                     or shutil.which("nm") is None, reason="needs x86-64 g++ and nm")
 def test_avx512_object_exports_nothing_shared(tmp_path):
