@@ -46,12 +46,12 @@ mx::array rms_norm(const mx::array& x, const mx::array& weight, float eps, mx::S
   if (!(eps >= 0.0f)) fail(op, "eps must be >= 0");
   auto stream = mx::to_stream(s);
   return mx::array(x.shape(), x.dtype(), std::make_shared<RMSNorm>(stream, eps),
-                   {mx::contiguous(x, false, stream), mx::contiguous(weight, false, stream)});
+                   {graph_input(x, stream), graph_input(weight, stream)});
 }
 
-void RMSNorm::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+void RMSNorm::eval_cpu(const std::vector<mx::array>& raw, std::vector<mx::array>& outputs) {
+  const std::vector<mx::array> inputs = dense_inputs(raw, {0, 1}, stream());
   const auto& x = inputs[0];
-  require_row_contiguous("rms_norm", {&x, &inputs[1]});
   prepare(stream(), inputs, outputs[0]);
   cpu::RMSNormArgs a;
   a.type = float_type(x.dtype());
@@ -91,13 +91,12 @@ mx::array rope(const mx::array& x, const mx::array& positions, const mx::array& 
                  std::to_string(rotary_dims / 2));
   auto stream = mx::to_stream(s);
   return mx::array(x.shape(), x.dtype(), std::make_shared<Rope>(stream, rotary_dims, traditional, scale),
-                   {mx::contiguous(x, false, stream), mx::contiguous(positions, false, stream),
-                    mx::contiguous(inv_freq, false, stream)});
+                   {graph_input(x, stream), graph_input(positions, stream), graph_input(inv_freq, stream)});
 }
 
-void Rope::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+void Rope::eval_cpu(const std::vector<mx::array>& raw, std::vector<mx::array>& outputs) {
+  const std::vector<mx::array> inputs = dense_inputs(raw, {0, 1, 2}, stream());
   const auto& x = inputs[0];
-  require_row_contiguous("rope", {&x, &inputs[1], &inputs[2]});
   prepare(stream(), inputs, outputs[0]);
   cpu::RopeArgs a;
   a.type = float_type(x.dtype());
@@ -135,11 +134,11 @@ mx::array gated_act(const mx::array& gate, const mx::array& up, const std::strin
   else fail(op, "act must be 'silu', 'gelu_tanh' or 'gelu', got '" + act + "'");
   auto stream = mx::to_stream(s);
   return mx::array(gate.shape(), gate.dtype(), std::make_shared<GatedActivation>(stream, kind),
-                   {mx::contiguous(gate, false, stream), mx::contiguous(up, false, stream)});
+                   {graph_input(gate, stream), graph_input(up, stream)});
 }
 
-void GatedActivation::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
-  require_row_contiguous("gated_act", {&inputs[0], &inputs[1]});
+void GatedActivation::eval_cpu(const std::vector<mx::array>& raw, std::vector<mx::array>& outputs) {
+  const std::vector<mx::array> inputs = dense_inputs(raw, {0, 1}, stream());
   prepare(stream(), inputs, outputs[0]);
   cpu::GatedActArgs a;
   a.type = float_type(inputs[0].dtype());

@@ -8,6 +8,7 @@
 #include <mlx/array.h>
 
 #include "cpu/paged_attention.h"
+#include "ops/dense_inputs.h"
 #include "ops/dtype_name.h"
 #include "ops/paged_metadata.h"
 
@@ -48,12 +49,6 @@ inline cpu::ElemType elem_type(mx::Dtype t) {
   if (t == mx::float16) return cpu::ElemType::f16;
   if (t == mx::bfloat16) return cpu::ElemType::bf16;
   return cpu::ElemType::f32;
-}
-
-// The op functions wrap these inputs in mx::contiguous, so this only fails on a bug.
-inline void require_row_contiguous(const char* op, std::initializer_list<const mx::array*> arrays) {
-  for (const mx::array* a : arrays)
-    if (!a->flags().row_contiguous) throw std::logic_error(std::string(op) + ": internal error: input not contiguous");
 }
 
 }  // namespace tinyfast::ops

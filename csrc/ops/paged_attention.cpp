@@ -74,10 +74,9 @@ mx::array build(const char* op, const mx::array& q, const mx::array& k_cache, co
                          qsl ? qsl->data<int32_t>() : nullptr, context_lens.data<int32_t>(), q.shape(0),
                          k_cache.shape(0), k_cache.shape(1), decode ? 1 : 0);
   auto stream = mx::to_stream(s);
-  std::vector<mx::array> inputs{mx::contiguous(q, false, stream), k_cache, v_cache,
-                                mx::contiguous(block_tables, false, stream)};
-  if (qsl) inputs.push_back(mx::contiguous(*qsl, false, stream));
-  inputs.push_back(mx::contiguous(context_lens, false, stream));
+  std::vector<mx::array> inputs{graph_input(q, stream), k_cache, v_cache, graph_input(block_tables, stream)};
+  if (qsl) inputs.push_back(graph_input(*qsl, stream));
+  inputs.push_back(graph_input(context_lens, stream));
   return mx::array(q.shape(), q.dtype(),
                    std::make_shared<PagedAttention>(stream, decode, p.scale, p.causal, p.sliding_window, p.softcap),
                    std::move(inputs));
@@ -121,16 +120,16 @@ bool PagedAttention::is_equivalent(const mx::Primitive& other) const {
          sliding_window_ == o.sliding_window_ && softcap_ == o.softcap_;
 }
 
-void PagedAttention::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
+void PagedAttention::eval_cpu(const std::vector<mx::array>& raw, mx::array& out) {
   const char* op = decode_ ? "paged_attention_decode" : "paged_attention_prefill";
+  const std::vector<mx::array> inputs =
+      decode_ ? dense_inputs(raw, {0, 3, 4}, stream()) : dense_inputs(raw, {0, 3, 4, 5}, stream());
   const auto& q = inputs[0];
   const auto& k_cache = inputs[1];
   const auto& v_cache = inputs[2];
   const auto& block_tables = inputs[3];
   const mx::array* qsl = decode_ ? nullptr : &inputs[4];
   const auto& context_lens = inputs[decode_ ? 4 : 5];
-  require_row_contiguous(op, {&q, &block_tables, &context_lens});
-  if (qsl) require_row_contiguous(op, {qsl});
   for (const auto* c : {&k_cache, &v_cache})
     if (c->shape(3) > 1 && c->strides(3) != 1)
       throw std::invalid_argument(std::string(op) + ": the KV pools need a contiguous last (head_dim) axis");

@@ -1,5 +1,6 @@
 #include "ops/qmatmul.h"
 
+#include "ops/dense_inputs.h"
 #include "ops/dtype_name.h"
 
 #include <mlx/allocator.h>
@@ -196,7 +197,7 @@ mx::array qmatmul(const mx::array& x, const std::vector<mx::array>& weights, con
                                            affine_bits(spec.type), "affine", stream),
                       x.dtype(), stream);
   }
-  inputs.insert(inputs.begin(), row_contiguous(x, stream));
+  inputs.insert(inputs.begin(), graph_input(x, stream));
   return mx::array(out_shape, x.dtype(), std::make_shared<QMatmul>(stream, spec, level), std::move(inputs));
 }
 
@@ -209,7 +210,8 @@ mx::array dequantize(const std::vector<mx::array>& weights, const QuantSpec& spe
 
 // ------------------------------------------------------------------ QMatmul
 
-void QMatmul::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
+void QMatmul::eval_cpu(const std::vector<mx::array>& raw, mx::array& out) {
+  const std::vector<mx::array> inputs = dense_inputs(raw, {0}, stream());
   require_cpu_ready(inputs, "qmatmul");
   out.set_data(mx::allocator::malloc(out.nbytes()));
   const mx::array& x = inputs[0];

@@ -46,8 +46,8 @@ std::pair<mx::array, mx::array> write_kv(const mx::array& k, const mx::array& v,
   auto stream = mx::to_stream(s);
   auto outs = mx::array::make_arrays({k_cache.shape(), v_cache.shape()}, {k_cache.dtype(), v_cache.dtype()},
                                      std::make_shared<WriteKV>(stream),
-                                     {mx::contiguous(k, false, stream), mx::contiguous(v, false, stream), k_cache,
-                                      v_cache, mx::contiguous(slot_mapping, false, stream)});
+                                     {graph_input(k, stream), graph_input(v, stream), k_cache, v_cache,
+                                      graph_input(slot_mapping, stream)});
   return {outs[0], outs[1]};
 }
 
@@ -60,14 +60,14 @@ void share_pool_buffers(const mx::array& k_cache, const mx::array& v_cache, std:
   outputs[1].copy_shared_buffer(v_cache);
 }
 
-void WriteKV::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+void WriteKV::eval_cpu(const std::vector<mx::array>& raw, std::vector<mx::array>& outputs) {
+  const std::vector<mx::array> inputs = dense_inputs(raw, {0, 1, 4}, stream());
   const auto& k = inputs[0];
   const auto& v = inputs[1];
   const auto& k_cache = inputs[2];
   const auto& v_cache = inputs[3];
   const auto& slots = inputs[4];
   share_pool_buffers(k_cache, v_cache, outputs);
-  require_row_contiguous("write_kv", {&k, &v, &slots});
 
   auto& enc = mx::cpu::get_command_encoder(stream());
   for (const auto& in : inputs) enc.set_input_array(in);
