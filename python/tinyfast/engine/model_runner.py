@@ -45,6 +45,12 @@ def width_bucket(n: int) -> int:
 
 
 class ModelRunner:
+    # Eager steps with at least this many tokens are evaluated block by block: MLX allocates an
+    # op's output when the op is queued, and a long prefill queued as one graph held many
+    # blocks' activations at once (Gemma, 8192 tokens: 1.4 GB peak vs 0.6 GB). Shorter steps
+    # stay one graph so the host can queue ahead of the kernels.
+    EVAL_EACH_LAYER_TOKENS = 64
+
     def __init__(self, model, num_blocks: int, block_size: int, kv_dtype=mx.float16, *,
                  compile_decode: bool = True):
         cfg = model.config
@@ -63,6 +69,7 @@ class ModelRunner:
         mx.eval(self.kv_caches)
         self._decode = mx.compile(self._decode_forward) if compile_decode else None
         self.last_host_time = 0.0
+        self._layer_eval_time = 0.0
         """Seconds of the last ``execute`` spent in Python building the batch and graph."""
         self.last_step_time = 0.0
         """Seconds of the whole last ``execute`` (host + evaluation)."""
@@ -96,6 +103,7 @@ class ModelRunner:
 
     def _execute(self, out, hidden_rows: np.ndarray | None) -> tuple[mx.array, mx.array | None]:
         t0 = time.perf_counter()
+        self._layer_eval_time = 0.0
         copies = np.asarray(out.block_copies)
         if copies.size:
             self._copy_blocks(copies)
@@ -114,7 +122,7 @@ class ModelRunner:
             logits, hidden, written = self._execute_mixed(out, hidden_rows)
         t1 = time.perf_counter()
         mx.eval(logits, hidden, written)
-        self.last_host_time = t1 - t0
+        self.last_host_time = t1 - t0 - self._layer_eval_time
         self.last_step_time = time.perf_counter() - t0
         return logits, hidden
 
@@ -128,12 +136,18 @@ class ModelRunner:
             context_lens=mx.array(np.asarray(out.context_lens, dtype=np.int32)),
             query_start_loc=mx.array(np.asarray(out.query_start_loc, dtype=np.int32)),
         )
-        h, written = self.model.hidden_states(mx.array(np.asarray(out.token_ids, dtype=np.int32)),
-                                              mx.array(np.asarray(out.positions, dtype=np.int32)), meta,
-                                              self.kv_caches)
+        token_ids = np.asarray(out.token_ids, dtype=np.int32)
+        after_layer = self._eval_layer if len(token_ids) >= self.EVAL_EACH_LAYER_TOKENS else None
+        h, written = self.model.hidden_states(mx.array(token_ids), mx.array(np.asarray(out.positions, dtype=np.int32)),
+                                              meta, self.kv_caches, after_layer=after_layer)
         logits = self.model.logits(mx.take(h, mx.array(np.asarray(out.logits_indices, dtype=np.int32)), axis=0))
         hidden = None if hidden_rows is None else mx.take(h, mx.array(hidden_rows), axis=0)
         return logits, hidden, written
+
+    def _eval_layer(self, h: mx.array, cache) -> None:
+        t = time.perf_counter()
+        mx.eval(h, cache)
+        self._layer_eval_time += time.perf_counter() - t
 
     def _execute_decode(self, out) -> mx.array:
         n = len(out.token_ids)

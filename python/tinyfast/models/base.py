@@ -187,11 +187,13 @@ class CausalLM:
         return self.logits(h), written
 
     def hidden_states(self, token_ids: mx.array, positions: mx.array, meta: AttentionMetadata,
-                      caches: list[KVCache]) -> tuple[mx.array, list[KVCache]]:
+                      caches: list[KVCache], after_layer=None) -> tuple[mx.array, list[KVCache]]:
         """The last block's output for every token (before the final norm) and the written pools.
 
         Split from :meth:`logits` so a caller can turn only some rows into logits, in slices
         (prompt logprobs: a [T, vocab] float32 array is 1 MB per token at a 262k vocabulary).
+        ``after_layer(h, cache)``, if given, is called after each block is built (eager calls:
+        the model runner evaluates there on long prefills, see ``ModelRunner``).
         """
         h = self.embed(token_ids)
         if self.embed_scale is not None:
@@ -200,6 +202,8 @@ class CausalLM:
         for layer, cache in zip(self.layers, caches):
             h, cache = layer(h, positions, cache, meta)
             written.append(cache)
+            if after_layer is not None:
+                after_layer(h, cache)
         return h, written
 
     def logits(self, h: mx.array) -> mx.array:
