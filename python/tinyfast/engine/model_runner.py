@@ -69,8 +69,8 @@ class ModelRunner:
         mx.eval(self.kv_caches)
         self._decode = mx.compile(self._decode_forward) if compile_decode else None
         self.last_host_time = 0.0
-        self._layer_eval_time = 0.0
         """Seconds of the last ``execute`` spent in Python building the batch and graph."""
+        self._layer_eval_time = 0.0  # of the last execute, spent in the block-by-block evals
         self.last_step_time = 0.0
         """Seconds of the whole last ``execute`` (host + evaluation)."""
 
