@@ -155,10 +155,6 @@ inline __m512 quad_act_scales(const block_q8_0a* a) {
   return _mm512_permutex2var_ps(_mm512_loadu_ps(&a[0].d), idx, _mm512_loadu_ps(&a[2].d));
 }
 
-// Main loop: four blocks per step. The two pair products are folded to 4
-// lanes per block (adjacent lanes added, exact in int32) so one conversion and
-// one FMA with 4-lane scale groups serve four blocks. Remaining blocks (nb % 4)
-// take one pair step and/or one single-block step with 8-lane scale groups.
 // The last nb % 4 blocks (a pair and/or a single block) of a row, accumulated
 // into acc with 8-lane scale groups.
 template <class Ops, int MT>
@@ -188,6 +184,9 @@ inline void legacy_tail(const typename Ops::Block* w, const uint8_t* acts, int64
   }
 }
 
+// Main loop: four blocks per step. The two pair products are folded to 4
+// lanes per block (adjacent lanes added, exact in int32) so one conversion and
+// one FMA with 4-lane scale groups serve four blocks; legacy_tail does the rest.
 template <class Ops, int MT>
 void dot_legacy(const uint8_t* wrow, const uint8_t* acts, int64_t stride, int64_t nb, float* out, int ldo) {
   const auto* w = reinterpret_cast<const typename Ops::Block*>(wrow);
