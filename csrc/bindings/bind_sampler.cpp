@@ -80,9 +80,26 @@ nb::tuple sample(Logits logits, Vec1D<float> temperature, Vec1D<int32_t> top_k, 
                         to_numpy(std::move(top_logprobs), {rows, static_cast<size_t>(top_n)}));
 }
 
+auto greedy_tokens(Logits logits) {
+  const size_t rows = logits.shape(0);
+  const int64_t vocab = static_cast<int64_t>(logits.shape(1));
+  if (vocab <= 0 && rows > 0) throw std::invalid_argument("greedy_tokens: logits have an empty vocabulary");
+  if (vocab > INT32_MAX) throw std::invalid_argument("greedy_tokens: vocabulary larger than 2^31");
+  std::vector<int32_t> tokens(rows);
+  const float* data = logits.data();
+  {
+    nb::gil_scoped_release release;
+    for (size_t i = 0; i < rows; ++i) tokens[i] = core::greedy_token(data + i * vocab, static_cast<int32_t>(vocab));
+  }
+  return to_numpy(std::move(tokens));
+}
+
 }  // namespace
 
 void bind_sampler(nb::module_& m) {
+  m.def("greedy_tokens", &greedy_tokens, "logits"_a,
+        "The temperature-0 token of each row of float32 logits [K, V] (what `sample` picks at\n"
+        "temperature 0 without penalties): lowest id of the maximum, NaN never chosen unless first.");
   m.def("sample", &sample, "logits"_a, "temperature"_a, "top_k"_a, "top_p"_a, "min_p"_a, "repetition_penalty"_a,
         "presence_penalty"_a, "frequency_penalty"_a, "rng_states"_a, "prompt_tokens"_a, "output_tokens"_a,
         "num_logprobs"_a = -1,

@@ -40,12 +40,6 @@ void apply_penalties(float* x, const SamplingRow& p, const TokenHistory& h, int3
   }
 }
 
-int32_t argmax(const float* x, int32_t n) {
-  int32_t best = 0;
-  for (int32_t i = 1; i < n; ++i)
-    if (x[i] > x[best]) best = i;  // ties keep the lowest id
-  return best;
-}
 
 using Cand = std::pair<float, int32_t>;  // (logit, token)
 inline bool better(const Cand& a, const Cand& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); }
@@ -60,7 +54,7 @@ int32_t sample_filtered(const float* x, int32_t vocab, const SamplingRow& p, Rng
   }
   float m = -std::numeric_limits<float>::infinity();
   for (const Cand& c : cand) m = std::max(m, c.first);
-  if (!std::isfinite(m)) return argmax(x, vocab);  // every logit -inf or NaN: nothing to sample from
+  if (!std::isfinite(m)) return greedy_token(x, vocab);  // every logit -inf or NaN: nothing to sample from
   if (p.min_p > 0.0f) {
     const float floor = m + std::log(p.min_p);
     cand.erase(std::remove_if(cand.begin(), cand.end(), [&](const Cand& c) { return c.first < floor; }), cand.end());
@@ -101,6 +95,25 @@ int32_t sample_filtered(const float* x, int32_t vocab, const SamplingRow& p, Rng
 
 }  // namespace
 
+// Same result as the scan `if (x[i] > x[best]) best = i` from best = 0, in two
+// passes without its loop-carried dependency: the maximum over eight
+// independent lanes (a NaN never replaces a lane's value), then the first id
+// holding it. A 262144-entry row took ~0.3 ms as one scan.
+int32_t greedy_token(const float* x, int32_t n) {
+  if (n <= 0 || x[0] != x[0]) return 0;
+  float lane[8];
+  for (int l = 0; l < 8; ++l) lane[l] = x[0];
+  int32_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) lane[l] = x[i + l] > lane[l] ? x[i + l] : lane[l];
+  float m = lane[0];
+  for (int l = 1; l < 8; ++l) m = lane[l] > m ? lane[l] : m;
+  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+  for (i = 0; i < n; ++i)
+    if (x[i] == m) return i;
+  return 0;  // unreachable: m is one of the values
+}
+
 void Rng::seed(uint64_t seed, uint64_t state[4]) {
   for (int i = 0; i < 4; ++i) state[i] = splitmix64(seed);
 }
@@ -136,7 +149,7 @@ SampleResult sample_row(const float* logits, int32_t vocab, const SamplingRow& p
   scratch.assign(logits, logits + vocab);
   apply_penalties(scratch.data(), params, history, vocab);
   Rng rng{rng_state};
-  r.token = params.temperature <= 0.0f ? argmax(scratch.data(), vocab)
+  r.token = params.temperature <= 0.0f ? greedy_token(scratch.data(), vocab)
                                        : sample_filtered(scratch.data(), vocab, params, rng);
   r.logprob = static_cast<float>(logits[r.token] - lse);
   if (num_top_logprobs > 0) {

@@ -40,6 +40,10 @@ struct Rng {
   double uniform();  // [0, 1)
 };
 
+// The greedy token of a row: the lowest id with the largest value; NaN entries
+// are never chosen unless x[0] is NaN (then 0). The sampler's temperature-0 pick.
+int32_t greedy_token(const float* x, int32_t n);
+
 // `logits` is the raw row (read only); `scratch` is reused between calls.
 // num_top_logprobs < 0: no logprobs at all (logprob is NaN); 0: the sampled
 // token's only; n > 0: also the n most likely tokens.

@@ -44,6 +44,19 @@ def test_needle_in_batch_greedy_is_identical(llm):
     assert _blocks_used(llm) == 0
 
 
+def test_greedy_fast_path_equals_the_full_sampler(llm):
+    # Plain greedy requests take the argmax shortcut; asking for logprobs sends the same
+    # request through the full sampler, alone and batched with the shortcut one.
+    prompt = "The three primary colors are"
+    fast = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)
+    full = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True, logprobs=0)
+    a = llm.generate(prompt, fast)[0].outputs[0].token_ids
+    b = llm.generate(prompt, full)[0].outputs[0].token_ids
+    mixed = llm.generate([prompt, prompt], [fast, full])
+    assert a == b == mixed[0].outputs[0].token_ids == mixed[1].outputs[0].token_ids
+    assert _blocks_used(llm) == 0
+
+
 def test_seeded_sampling_is_reproducible_and_n_samples_differ(llm):
     p = SamplingParams(temperature=1.0, top_p=0.95, max_tokens=10, seed=1234, n=3, ignore_eos=True)
     a = llm.generate("Once upon a time", p)[0]

@@ -65,6 +65,34 @@ def test_greedy_is_argmax_with_lowest_id_on_ties(logits):
     np.testing.assert_array_equal(tokens, logits.argmax(-1))
 
 
+def _scan_argmax(row):
+    """The defining scan: best = 0, then every later id strictly greater than the best wins."""
+    best = 0
+    for i in range(1, len(row)):
+        if row[i] > row[best]:
+            best = i
+    return best
+
+
+def test_greedy_tokens_match_the_scan_with_ties_nan_and_inf():
+    rng = np.random.default_rng(3)
+    rows = []
+    for n in (1, 7, 8, 9, 50, 263):
+        for _ in range(20):
+            row = rng.integers(-3, 4, n).astype(np.float32)  # many ties
+            row[rng.random(n) < 0.2] = np.nan
+            row[rng.random(n) < 0.1] = -np.inf
+            row[rng.random(n) < 0.05] = np.inf
+            rows.append(row)
+    rows += [np.full(5, np.nan, np.float32), np.full(9, -np.inf, np.float32),
+             np.array([np.nan, 1, 2, 2], np.float32)]
+    for row in rows:
+        x = row[None]
+        assert _C.greedy_tokens(x)[0] == _scan_argmax(row), row
+        tokens, *_ = _sample(x, temperature=0.0)
+        assert tokens[0] == _scan_argmax(row), row
+
+
 def test_logprobs_are_the_raw_log_softmax(logits):
     tokens, lp, top_ids, top_lp = _sample(logits, temperature=0.7, num_logprobs=5, rep=1.3)
     ref = _log_softmax(logits)

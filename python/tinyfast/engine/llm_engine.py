@@ -241,6 +241,11 @@ class LLMEngine:
     def _sample(self, logits: np.ndarray, seqs: list[tuple[RequestState, SeqState]]):
         k = len(seqs)
         params = [r.params for r, _ in seqs]
+        if all(p.greedy and not p.uses_history and p.logprobs is None for p in params):
+            # Nothing but the argmax is needed: no copy of the rows, no per-row parameters
+            # (the same token the full sampler picks at temperature 0, which uses no RNG).
+            empty = np.zeros((k, 0))
+            return _C.greedy_tokens(logits), np.full(k, np.nan, np.float32), empty.astype(np.int32), empty
         f32 = lambda name: np.fromiter((getattr(p, name) for p in params), np.float32, k)  # noqa: E731
         # Any top_k >= vocab means "off"; clamping keeps a huge value from overflowing int32 (an
         # OverflowError here would kill the engine thread for every request).
