@@ -15,8 +15,8 @@ pytestmark = pytest.mark.cpu_only("the GPU path keeps Contiguous nodes")
 
 
 def _views(a: np.ndarray):
-    """Lazy non-row-contiguous views with the values of `a`: every other row/column of a
-    doubled array, and the transpose of a transposed copy."""
+    """Lazy non-row-contiguous views with the values of `a`: every other element (last axis) of
+    `a` with each element repeated twice, and the transpose of a transposed copy."""
     big = mx.repeat(mx.array(a), 2, axis=-1)[..., ::2]
     t = mx.swapaxes(mx.array(np.ascontiguousarray(np.swapaxes(a, -1, -2))), -1, -2)
     return big, t
@@ -37,7 +37,7 @@ def test_views_hold_the_values():
 def test_qmatmul_and_layer_ops():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 256)).astype(np.float32)
-    t, w = weight("q5_0", 9, 256)
+    _, w = weight("q5_0", 9, 256)
     dense = qmatmul(mx.array(x), w)
     for v in _views(x):
         assert same_bits(qmatmul(v, w), dense)
