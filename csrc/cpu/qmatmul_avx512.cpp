@@ -225,7 +225,6 @@ struct PreparedQuad {
   __m512i n01, n23;  // -c * (sum of the 4 codes) per int32 lane
   __m512 da;         // activation scales, 4 lanes per block
 };
-constexpr int64_t kMaxPreparedQuads = 512;  // MT * k / 128 (the stack buffer: 160 KB)
 // The prepared rows are read again for every weight row. With one row of x
 // they must stay in L1 (320 bytes per 136 weight bytes of Q8_0: from L2 they
 // cost more than the weights; k = 14336 Q8_0 matvec 0.9x of AVX2 instead of
@@ -586,9 +585,9 @@ void rows_gguf(const QWeightView& w, const uint8_t* acts, int64_t stride, int64_
   if constexpr (T == QType::Q4_0 || T == QType::Q5_0 || T == QType::Q8_0) {
     const int64_t nq = nb / 4;
     const int64_t prepared_bytes = nq * MT * static_cast<int64_t>(sizeof(PreparedQuad));
-    if (nq * MT <= kMaxPreparedQuads && prepared_bytes <= (MT == 1 ? kPreparedBytesMatvec : kPreparedBytesTile)) {
+    if (prepared_bytes <= (MT == 1 ? kPreparedBytesMatvec : kPreparedBytesTile)) {
       using Ops = typename LegacyOps<T>::type;
-      PreparedQuad qa[kMaxPreparedQuads];
+      PreparedQuad qa[kPreparedBytesTile / sizeof(PreparedQuad)];  // on the stack
       for (int m = 0; m < MT; ++m) prepare_acts<Ops>(act_row(acts, stride, m), nq, qa + m * nq);
       for (int j = 0; j < nn; ++j) {
         if (MT == 1 && rb <= kPrefetchRowBytes) {
