@@ -208,28 +208,41 @@ void qmatmul(const QWeightView& w, const void* x, FType x_type, int64_t m_rows, 
   const int64_t rb = w.row_bytes();
   const int64_t nt_rows = std::clamp<int64_t>((128 * 1024) / std::max<int64_t>(1, rb), 1, 64);
   const int64_t n_tiles = (w.n + nt_rows - 1) / nt_rows;
+  // Threads take work items of consecutive tiles, >= kItemBytes of weights
+  // each but at least one item per thread: one long contiguous read per item
+  // keeps the hardware prefetchers streaming, where single tiles dealt in turn
+  // made each thread's reads jump every few tens of KB (measured paired: Gemma's
+  // LM head matvec 1.15-1.2x, 2048x640 Q5_0 1.1x, prefill shapes 1.05x).
+  constexpr int64_t kItemBytes = 512 << 10;
+  const int64_t threads = ThreadPool::global().num_threads();
+  const int64_t want_items = std::max(std::min(threads, n_tiles), w.n * rb / kItemBytes);
+  const int64_t item_tiles = (n_tiles + want_items - 1) / want_items;
+  const int64_t n_items = (n_tiles + item_tiles - 1) / item_tiles;
   // One worker per ~64 KB of weights x rows of x (waking a thread costs more
   // than that), at most one per thread.
   const int64_t work = w.n * rb * m_rows;
-  const int64_t workers = std::clamp<int64_t>(work / (64 * 1024), 1, std::min<int64_t>(n_tiles, 1 << 20));
+  const int64_t workers = std::clamp<int64_t>(work / (64 * 1024), 1, n_items);
   const TileFn tile = kern.tile[static_cast<int>(w.type)];
   const int tile_m = kern.tile_m[static_cast<int>(w.type)];
   const uint8_t* act_base = workspace;
 
-  // Tiles are handed out dynamically: on a shared machine a descheduled
+  // Items are handed out dynamically: on a shared machine a descheduled
   // worker must not leave the others idle. Which thread computes a tile does
   // not change its result.
-  std::atomic<int64_t> next_tile{0};
+  std::atomic<int64_t> next_item{0};
   ThreadPool::global().parallel_for(workers, [&](int64_t, int64_t) {
     float res[kMaxTileM * 64];
-    for (int64_t t = next_tile.fetch_add(1, std::memory_order_relaxed); t < n_tiles;
-         t = next_tile.fetch_add(1, std::memory_order_relaxed)) {
-      const int64_t n0 = t * nt_rows;
-      const int nn = static_cast<int>(std::min(nt_rows, w.n - n0));
-      for (int64_t m0 = 0; m0 < m_rows; m0 += tile_m) {
-        const int mm = static_cast<int>(std::min<int64_t>(tile_m, m_rows - m0));
-        tile(w, act_base + m0 * stride, stride, n0, nn, mm, res);
-        store(res, mm, nn, y, y_type, w.n, m0, n0);
+    for (int64_t i = next_item.fetch_add(1, std::memory_order_relaxed); i < n_items;
+         i = next_item.fetch_add(1, std::memory_order_relaxed)) {
+      const int64_t t_end = std::min(n_tiles, (i + 1) * item_tiles);
+      for (int64_t t = i * item_tiles; t < t_end; ++t) {
+        const int64_t n0 = t * nt_rows;
+        const int nn = static_cast<int>(std::min(nt_rows, w.n - n0));
+        for (int64_t m0 = 0; m0 < m_rows; m0 += tile_m) {
+          const int mm = static_cast<int>(std::min<int64_t>(tile_m, m_rows - m0));
+          tile(w, act_base + m0 * stride, stride, n0, nn, mm, res);
+          store(res, mm, nn, y, y_type, w.n, m0, n0);
+        }
       }
     }
   });

@@ -259,6 +259,25 @@ def test_thread_count_invariance(fmt, restore_threads):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.cpu_only("CPU kernel selection / thread pool")
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_k"])
+def test_several_work_items_per_thread(fmt, restore_threads):
+    """Weights of a few MB are split into runs of consecutive row tiles (work
+    items of >= 512 KB, handed out dynamically), with a ragged last tile and
+    item: every row is still computed once and right, for any thread count."""
+    t, w = weight(fmt, 12_289, 256)                  # q8_0 3.3 MB, q4_k 1.8 MB
+    assert w.nbytes > 3 * (512 << 10)
+    x, x32 = activations(3, 256)
+    results = []
+    for n in (1, 2, 3):
+        tinyfast.set_num_threads(n)
+        y = qmatmul(x, w)
+        check_close(y, x32, t)
+        results.append(np.array(y))
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+
+
 def test_thread_spin_time_rejects_negative(restore_threads):
     with pytest.raises(ValueError, match=">= 0"):
         tinyfast._C.set_thread_spin_us(-1)
