@@ -148,7 +148,8 @@ def worker_tinyfast(spec: dict) -> dict:
         benchmark.run_concurrent(engine, prompts(1, length, vocab, 999), 2, tag="w")
     b1 = benchmark.run_batch1(engine, prompts(1, spec["prompt_len"], vocab, spec["seed"])[0], spec["gen_len"])
     out.update({k: b1[k] for k in ("ttft_ms", "prefill_tok_s", "decode_tok_s", "itl_p50_ms", "itl_p99_ms",
-                                   "host_fraction", "runner_host_fraction", "decode_step_ms")})
+                                   "host_fraction", "host_work_fraction", "runner_host_fraction",
+                                   "decode_step_ms")})
     out["batch1_tokens"] = b1["generated_tokens"]
     cp = benchmark.BenchParams(prompt_len=spec["conc_prompt_len"], gen_len=spec["conc_gen_len"], concurrency=(1,))
     for n in spec["concurrency"]:
@@ -522,8 +523,9 @@ def main(argv=None) -> int:
     if "roofline_fraction" in tf:
         print(f"\ntinyfast roofline: {tf['decode_bytes_per_token'] / 2**20:.1f} MiB read per decode token, "
               f"bandwidth {tf['bandwidth_GBps']:.1f} GB/s -> {tf['roofline_tok_s']:.0f} tok/s at best; "
-              f"decode reaches {100 * tf['roofline_fraction']:.0f} %. Host time (outside mx.eval) "
-              f"{100 * tf['host_fraction']:.1f} % of a decode step (batch/graph build "
+              f"decode reaches {100 * tf['roofline_fraction']:.0f} %. Host time not overlapped with compute "
+              f"{100 * tf['host_fraction']:.1f} % of a decode step (host work "
+              f"{100 * tf['host_work_fraction']:.1f} %, of it batch/graph build "
               f"{100 * tf['runner_host_fraction']:.1f} %).")
     if "mlx_peak_mib" in tf:
         print(f"tinyfast memory: KV pool {tf['kv_pool_mib']:.0f} MiB, MLX peak allocated {tf['mlx_peak_mib']:.0f} MiB, "

@@ -32,4 +32,10 @@ NB_MODULE(_C, m) {
   m.def(
       "_mlx_array_ndim", [](const mlx::core::array& a) { return a.ndim(); }, nb::arg("a"),
       "Number of dimensions of an mx.array (checks MLX interop).");
+  // The engine's decode lookahead asks whether a step queued with mx.async_eval
+  // has finished, without waiting (MLX's Python API has no such query).
+  m.def(
+      "array_ready", [](const mlx::core::array& a) { return a.is_available(); }, nb::arg("a"),
+      "Whether `a` holds its values now: evaluated, or queued by mx.async_eval and finished.\n"
+      "Never waits; False for an array no evaluation has been asked for.");
 }

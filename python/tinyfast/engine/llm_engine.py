@@ -35,6 +35,9 @@ class EngineArgs:
     num_kv_blocks: int | None = None
     enable_prefix_caching: bool = True
     kv_cache_dtype: str = "float16"
+    decode_lookahead: bool = True
+    """Queue the next decode step before sampling this one (model_runner.py): hides the host's
+    per-step work behind the forward for greedy requests; outputs are the same either way."""
 
     def __post_init__(self) -> None:
         for name in ("block_size", "max_num_seqs", "max_num_batched_tokens"):
@@ -86,7 +89,9 @@ class LLMEngine:
         self._pending_prompt_logprobs: set[int] = set()  # first seq ids still owed prompt logprobs
         self._ids = itertools.count()
         self._stop_ids = frozenset(getattr(tokenizer, "eos_token_ids", ()) or ())
-        self.stats = {"steps": 0, "prompt_tokens": 0, "generated_tokens": 0}
+        self._ahead = None  # a decode step queued before its scheduler step (DecodeLaunch)
+        self.stats = {"steps": 0, "prompt_tokens": 0, "generated_tokens": 0, "lookahead_used": 0,
+                      "lookahead_dropped": 0}
         self.prompt_logprobs_slice_rows = prompt_logprobs.slice_rows(self.runner.vocab_size)
         """Rows of [rows, vocab] logits materialized at once for prompt logprobs."""
 
@@ -176,7 +181,7 @@ class LLMEngine:
         if self._pending_prompt_logprobs:
             prompt_rows = prompt_logprobs.plan(out, self._seqs, self._pending_prompt_logprobs)
         if prompt_rows is None:
-            logits = self.runner.execute(out)
+            logits = self._forward(out)
         else:
             logits, hidden = self.runner.execute_with_hidden(out, prompt_rows.rows)
             scores = prompt_logprobs.score(self.runner.model.logits, hidden, prompt_rows.targets,
@@ -189,6 +194,44 @@ class LLMEngine:
         if sample_ids.size:
             self._sample_and_update(np.asarray(logits, dtype=np.float32), sample_ids, touched)
         return [req.make_output(stream_delta=True) for req in touched.values()]
+
+    def _forward(self, out) -> mx.array:
+        """Logits of this step's sampled rows: the queued lookahead step when it is exactly this
+        step; for a pure-decode step, the step after it is queued before this one is waited for."""
+        ahead, self._ahead = self._ahead, None
+        launch = None
+        if ahead is not None:
+            if self.runner.matches(ahead, out):
+                launch = ahead
+                self.stats["lookahead_used"] += 1
+            else:
+                self.stats["lookahead_dropped"] += 1
+        if launch is None:
+            launch = self.runner.launch_decode(out)
+            if launch is None:
+                return self.runner.execute(out)
+        if self.args.decode_lookahead and self._lookahead_pays(out):
+            self._ahead = self.runner.launch_lookahead(launch)
+        return self.runner.finish_decode(launch)
+
+    def _lookahead_pays(self, out) -> bool:
+        """Whether the next step is likely to be this step's rows, one token further: nothing
+        waiting to join, and every row greedy (the lookahead feeds the argmax) with room for
+        another token. A row that stops on EOS or a stop string makes the lookahead a wasted
+        forward (dropped), never a wrong one."""
+        if self.scheduler.num_waiting or self._pending_prompt_logprobs:
+            return False
+        for sid in np.asarray(out.seq_ids).tolist():
+            entry = self._seqs.get(sid)
+            if entry is None:
+                return False
+            req, seq = entry
+            p = req.params
+            if not (p.greedy and not p.uses_history and p.logprobs is None and p.n == 1):
+                return False
+            if len(seq.output_ids) + 2 > req.max_new_tokens:
+                return False
+        return True
 
     def _record_prefix_hits(self, scheduled) -> None:
         # The scheduler looks up the prefix cache when it first schedules a prompt; read the hit

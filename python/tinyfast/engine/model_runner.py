@@ -15,6 +15,19 @@ block 0 (read-only; the padded rows' outputs are dropped). Every op works per
 row (rms_norm, qmatmul with per-row activation quantization, paged attention),
 so padding cannot change a real row's result. Mixed steps run eagerly: their
 cost is dominated by prefill compute, and shapes vary too much to trace.
+
+Decode lookahead (``launch_decode`` / ``launch_lookahead`` / ``finish_decode``):
+the engine queues a pure-decode step, then queues the step after it before
+waiting - fed with the argmax of the first step's logits, still lazy, at every
+row's next position - and only then waits for the first. MLX computes the two
+back to back while Python samples, detokenizes and schedules, so the host's
+work overlaps the forward instead of adding to it. The engine uses the queued
+step only if the scheduler then produces exactly that batch (``matches``);
+otherwise it is dropped. A dropped lookahead has written K/V only at each
+row's next slot, inside the row's current last (partial) block: a continuing
+sequence rewrites that slot in its real step, and a finished or preempted
+one's partial block is never in the prefix cache and is written by any next
+owner before being read (the MLX stream runs steps in the order queued).
 """
 
 from __future__ import annotations
@@ -24,6 +37,9 @@ import time
 import mlx.core as mx
 import numpy as np
 
+from dataclasses import dataclass
+
+from tinyfast import _C
 from tinyfast.engine.memory import zeroed_pool
 from tinyfast.layers import AttentionMetadata
 from tinyfast.ops import write_kv
@@ -42,6 +58,21 @@ def decode_bucket(n: int) -> int:
 def width_bucket(n: int) -> int:
     """Padded block-table width: the next power of two (kernels walk only a row's used blocks)."""
     return 1 << max(0, int(n) - 1).bit_length()
+
+
+@dataclass
+class DecodeLaunch:
+    """A pure-decode step queued on the MLX stream, its inputs padded to the batch bucket."""
+
+    logits: mx.array          # [bucket, vocab], lazy until finish_decode
+    n: int                    # real rows
+    tokens: np.ndarray | mx.array  # scheduled token ids, or the lazy argmax of the previous step
+    positions: np.ndarray
+    slots: np.ndarray
+    tables: np.ndarray
+    lens: np.ndarray
+    host_time: float          # seconds spent building the inputs and the graph
+    next_queued: bool = False  # the step after this one was queued while this one still computed
 
 
 class ModelRunner:
@@ -71,8 +102,14 @@ class ModelRunner:
         self.last_host_time = 0.0
         """Seconds of the last ``execute`` spent in Python building the batch and graph."""
         self._layer_eval_time = 0.0  # of the last execute, spent in the block-by-block evals
+        self._queue_wait = 0.0  # seconds async_eval blocked since the last finished step
         self.last_step_time = 0.0
         """Seconds of the whole last ``execute`` (host + evaluation)."""
+        self.last_eval_time = 0.0
+        """Seconds the last step's caller waited for its results (``mx.eval``)."""
+        self.last_next_queued = False
+        """Whether the step after the last one was queued while the last one was still computing
+        (decode lookahead): the stream then had no idle gap between them."""
 
     def release_compiled(self) -> None:
         """Drops the compiled decode graphs; later decode steps run eagerly.
@@ -122,9 +159,97 @@ class ModelRunner:
             logits, hidden, written = self._execute_mixed(out, hidden_rows)
         t1 = time.perf_counter()
         mx.eval(logits, hidden, written)
+        t2 = time.perf_counter()
         self.last_host_time = t1 - t0 - self._layer_eval_time
-        self.last_step_time = time.perf_counter() - t0
+        self.last_step_time = t2 - t0
+        self.last_eval_time = t2 - t1 + self._layer_eval_time + self._queue_wait
+        self._queue_wait = 0.0
+        self.last_next_queued = False
         return logits, hidden
+
+    # ------------------------------------------------------- decode lookahead
+
+    def launch_decode(self, out) -> DecodeLaunch | None:
+        """Queues a pure-decode step (every row one token, every row sampled, no block
+        copies) without waiting; None when ``out`` is not one (use ``execute``)."""
+        t0 = time.perf_counter()
+        n = len(out.token_ids)
+        if self._decode is None or n == 0 or np.asarray(out.block_copies).size:
+            return None
+        if not (np.asarray(out.num_scheduled_tokens) == 1).all():
+            return None
+        idx = np.asarray(out.logits_indices)
+        if len(idx) != n or not (idx == np.arange(n)).all():
+            return None
+        tokens, positions, slots, tables, lens = self._decode_inputs(out)
+        logits = self._decode_graph(tokens, positions, slots, tables, lens)
+        launch = DecodeLaunch(logits, n, tokens, positions, slots, tables, lens, time.perf_counter() - t0)
+        self._queue(logits)
+        return launch
+
+    def launch_lookahead(self, prev: DecodeLaunch) -> DecodeLaunch | None:
+        """Queues the decode step after ``prev``: the same rows, each fed the argmax of its
+        logits in ``prev`` at its next position. None when a row's next slot would need a
+        new block (only the scheduler can assign one) or the decode graph was released."""
+        t0 = time.perf_counter()
+        n = prev.n
+        if self._decode is None or ((prev.slots[:n] + 1) % self.block_size == 0).any():
+            return None
+        positions, slots, lens = prev.positions.copy(), prev.slots.copy(), prev.lens.copy()
+        positions[:n] += 1
+        slots[:n] += 1
+        lens[:n] += 1
+        tokens = mx.argmax(prev.logits, axis=-1).astype(mx.int32)
+        # Queued by itself so that ``matches`` can read it as soon as it is computed: an array
+        # queued inside a bigger async_eval is only signalled when that whole graph finishes.
+        self._queue(tokens)
+        logits = self._decode_graph(tokens, positions, slots, prev.tables, lens)
+        # Queued behind a step that is still computing, the stream goes straight on to this one
+        # (MLX's CPU scheduler lets only ~100 ops be in flight, so async_eval itself returns near
+        # the end of `prev`; the host's remaining work overlaps this step's tail).
+        prev.next_queued = not _C.array_ready(prev.logits)
+        launch = DecodeLaunch(logits, n, tokens, positions, slots, prev.tables, lens, time.perf_counter() - t0)
+        self._queue(logits)
+        return launch
+
+    def _queue(self, a: mx.array) -> None:
+        # async_eval blocks while MLX's in-flight op limit is reached: that is waiting for the
+        # stream, not host work, and is reported with the wait of the step being finished.
+        t0 = time.perf_counter()
+        mx.async_eval(a)
+        self._queue_wait += time.perf_counter() - t0
+
+    def matches(self, launch: DecodeLaunch, out) -> bool:
+        """Whether scheduler output ``out`` is exactly the step ``launch`` computes."""
+        n = launch.n
+        if len(out.token_ids) != n or np.asarray(out.block_copies).size:
+            return False
+        if not (np.asarray(out.num_scheduled_tokens) == 1).all():
+            return False
+        idx = np.asarray(out.logits_indices)
+        if len(idx) != n or not (idx == np.arange(n)).all():
+            return False
+        src = np.asarray(out.block_tables, dtype=np.int32)
+        w = src.shape[1]
+        if w > launch.tables.shape[1] or (w and not (launch.tables[:n, :w] == src).all()):
+            return False
+        if (launch.tables[:n, w:] != -1).any():
+            return False
+        return bool((np.asarray(out.positions) == launch.positions[:n]).all()
+                    and (np.asarray(out.slot_mapping) == launch.slots[:n]).all()
+                    and (np.asarray(out.context_lens) == launch.lens[:n]).all()
+                    and (np.asarray(out.token_ids) == np.asarray(launch.tokens)[:n]).all())
+
+    def finish_decode(self, launch: DecodeLaunch) -> mx.array:
+        """Waits for a launched step; its logits rows, evaluated."""
+        t0 = time.perf_counter()
+        mx.eval(launch.logits)
+        self.last_eval_time = time.perf_counter() - t0 + self._queue_wait
+        self._queue_wait = 0.0
+        self.last_host_time = launch.host_time
+        self.last_step_time = launch.host_time + self.last_eval_time
+        self.last_next_queued = launch.next_queued
+        return launch.logits[: launch.n] if launch.n < launch.logits.shape[0] else launch.logits
 
     def _execute_mixed(self, out, hidden_rows: np.ndarray | None):
         tables = np.asarray(out.block_tables, dtype=np.int32)
@@ -149,7 +274,8 @@ class ModelRunner:
         mx.eval(h, cache)
         self._layer_eval_time += time.perf_counter() - t
 
-    def _execute_decode(self, out) -> mx.array:
+    def _decode_inputs(self, out):
+        """The decode graph's inputs, padded to the batch and table-width buckets."""
         n = len(out.token_ids)
         b = decode_bucket(n)
         src = np.asarray(out.block_tables, dtype=np.int32)
@@ -160,8 +286,16 @@ class ModelRunner:
         slots, lens = np.full(b, -1, np.int32), np.ones(b, np.int32)
         tokens[:n], positions[:n] = out.token_ids, out.positions
         slots[:n], lens[:n] = out.slot_mapping, out.context_lens
-        logits = self._decode(mx.array(tokens), mx.array(positions), mx.array(slots), mx.array(tables),
-                              mx.array(lens), self.kv_caches)
+        return tokens, positions, slots, tables, lens
+
+    def _decode_graph(self, tokens, positions, slots, tables, lens) -> mx.array:
+        return self._decode(mx.array(tokens) if isinstance(tokens, np.ndarray) else tokens, mx.array(positions),
+                            mx.array(slots), mx.array(tables), mx.array(lens), self.kv_caches)
+
+    def _execute_decode(self, out) -> mx.array:
+        n = len(out.token_ids)
+        b = decode_bucket(n)
+        logits = self._decode_graph(*self._decode_inputs(out))
         idx = np.asarray(out.logits_indices, dtype=np.int32)
         if len(idx) == n and (idx == np.arange(n)).all():
             return logits[:n] if n < b else logits
