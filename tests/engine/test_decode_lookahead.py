@@ -78,8 +78,8 @@ def test_same_outputs_with_and_without_lookahead(checkpoint, seed):
 
 def test_lookahead_used_for_most_steps_of_a_greedy_request(checkpoint):
     """Batch 1, no stop condition but the length: every decode step was queued one step ahead
-    except the first (it follows the prefill step, which queues nothing) and those entering a new
-    KV block (only the scheduler assigns blocks); none is queued after the last token."""
+    except the first (it follows the prefill step, which queues nothing) - including the steps
+    entering a new KV block (the engine reserves it) - and none is queued after the last token."""
     llm = _llm(checkpoint, True)
     prompt = list(range(3, 40))
     llm.generate([prompt], [SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True)])  # warm-up
@@ -88,9 +88,12 @@ def test_lookahead_used_for_most_steps_of_a_greedy_request(checkpoint):
     assert len(out[0].outputs[0].token_ids) == 65
     used = llm.engine.stats["lookahead_used"] - before["lookahead_used"]
     dropped = llm.engine.stats["lookahead_dropped"] - before["lookahead_dropped"]
-    # 64 decode steps (positions 37-100): the first, and the 4 entering a block (48, 64, 80, 96).
+    # 64 decode steps (positions 37-100); 4 of them enter a block (48, 64, 80, 96).
     assert dropped == 0
-    assert used == 64 - 1 - 4, used
+    assert used == 64 - 1, used
+    bm = llm.engine.scheduler.block_manager
+    assert bm.num_used_blocks == 0
+    bm.check_invariants()
 
 
 def test_sampled_requests_do_not_look_ahead(checkpoint):

@@ -211,8 +211,32 @@ class LLMEngine:
             if launch is None:
                 return self.runner.execute(out)
         if self.args.decode_lookahead and self._lookahead_pays(out):
-            self._ahead = self.runner.launch_lookahead(launch)
+            new_blocks = self._reserve_next_blocks(out)
+            if new_blocks is not None:
+                self._ahead = self.runner.launch_lookahead(launch, new_blocks)
         return self.runner.finish_decode(launch)
+
+    def _reserve_next_blocks(self, out) -> dict[int, int] | None:
+        """For each row whose next position starts a new KV block: that block, reserved now
+        (the block manager grows a table idempotently, so the scheduler's own append for the
+        next step finds it in place; a finished or preempted sequence frees it with the rest).
+        None when a block is not free."""
+        bm = self.scheduler.block_manager
+        bs = self.args.block_size
+        lens = np.asarray(out.context_lens)
+        rows = np.flatnonzero(lens % bs == 0)
+        if rows.size == 0:
+            return {}
+        sids = np.asarray(out.seq_ids)
+        if bm.num_free_blocks < rows.size:
+            return None
+        reserved = {}
+        for i in rows.tolist():
+            sid, ctx = int(sids[i]), int(lens[i])
+            if bm.append_slots(sid, ctx + 1):  # a copy-on-write copy: not a fresh block (n > 1)
+                raise RuntimeError("decode lookahead reserved a shared block (bug)")
+            reserved[i] = int(bm.block_table(sid)[ctx // bs])
+        return reserved
 
     def _lookahead_pays(self, out) -> bool:
         """Whether the next step is likely to be this step's rows, one token further: nothing

@@ -19,15 +19,16 @@ cost is dominated by prefill compute, and shapes vary too much to trace.
 Decode lookahead (``launch_decode`` / ``launch_lookahead`` / ``finish_decode``):
 the engine queues a pure-decode step, then queues the step after it before
 waiting - fed with the argmax of the first step's logits, still lazy, at every
-row's next position - and only then waits for the first. MLX computes the two
+row's next position (a row entering a new KV block gets one the engine reserved
+from the block manager ahead of the scheduler) - and only then waits for the first. MLX computes the two
 back to back while Python samples, detokenizes and schedules, so the host's
 work overlaps the forward instead of adding to it. The engine uses the queued
 step only if the scheduler then produces exactly that batch (``matches``);
 otherwise it is dropped. A dropped lookahead has written K/V only at each
-row's next slot, inside the row's current last (partial) block: a continuing
-sequence rewrites that slot in its real step, and a finished or preempted
-one's partial block is never in the prefix cache and is written by any next
-owner before being read (the MLX stream runs steps in the order queued).
+row's next slot, inside the row's partial last block (or the block reserved for
+it): a continuing sequence rewrites that slot in its real step, and a finished
+or preempted one's partial block is never in the prefix cache and is written by
+any next owner before being read (the MLX stream runs steps in the order queued).
 """
 
 from __future__ import annotations
@@ -187,28 +188,43 @@ class ModelRunner:
         self._queue(logits)
         return launch
 
-    def launch_lookahead(self, prev: DecodeLaunch) -> DecodeLaunch | None:
+    def launch_lookahead(self, prev: DecodeLaunch, new_blocks: dict[int, int] | None = None) -> DecodeLaunch | None:
         """Queues the decode step after ``prev``: the same rows, each fed the argmax of its
-        logits in ``prev`` at its next position. None when a row's next slot would need a
-        new block (only the scheduler can assign one) or the decode graph was released."""
+        logits in ``prev`` at its next position. A row whose next position starts a new KV
+        block needs that block in ``new_blocks`` (row -> block id, reserved by the caller
+        from the block manager); None when one is missing or the decode graph was released."""
         t0 = time.perf_counter()
         n = prev.n
-        if self._decode is None or ((prev.slots[:n] + 1) % self.block_size == 0).any():
+        if self._decode is None:
             return None
-        positions, slots, lens = prev.positions.copy(), prev.slots.copy(), prev.lens.copy()
+        bs = self.block_size
+        positions, slots, lens, tables = prev.positions.copy(), prev.slots.copy(), prev.lens.copy(), prev.tables
         positions[:n] += 1
-        slots[:n] += 1
         lens[:n] += 1
+        crossing = np.flatnonzero((prev.slots[:n] + 1) % bs == 0)
+        if crossing.size:
+            new_blocks = new_blocks or {}
+            if any(int(i) not in new_blocks for i in crossing):
+                return None
+            width = max(tables.shape[1], int(positions[crossing].max()) // bs + 1)
+            grown = np.full((tables.shape[0], width_bucket(width)), -1, dtype=np.int32)
+            grown[:, : tables.shape[1]] = tables
+            tables = grown
+        slots[:n] += 1
+        for i in crossing:
+            block = int(new_blocks[int(i)])
+            tables[i, int(positions[i]) // bs] = block
+            slots[i] = block * bs
         tokens = mx.argmax(prev.logits, axis=-1).astype(mx.int32)
         # Queued by itself so that ``matches`` can read it as soon as it is computed: an array
         # queued inside a bigger async_eval is only signalled when that whole graph finishes.
         self._queue(tokens)
-        logits = self._decode_graph(tokens, positions, slots, prev.tables, lens)
+        logits = self._decode_graph(tokens, positions, slots, tables, lens)
         # Queued behind a step that is still computing, the stream goes straight on to this one
         # (MLX's CPU scheduler lets only ~100 ops be in flight, so async_eval itself returns near
         # the end of `prev`; the host's remaining work overlaps this step's tail).
         prev.next_queued = not _C.array_ready(prev.logits)
-        launch = DecodeLaunch(logits, n, tokens, positions, slots, prev.tables, lens, time.perf_counter() - t0)
+        launch = DecodeLaunch(logits, n, tokens, positions, slots, tables, lens, time.perf_counter() - t0)
         self._queue(logits)
         return launch
 
