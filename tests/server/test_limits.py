@@ -198,4 +198,6 @@ def test_metrics(live, model_id, idle):
     assert value("tinyfast_num_requests_running") == 0 and value("tinyfast_num_requests_waiting") == 0
     assert value("tinyfast_kv_cache_usage_ratio") == 0
     assert value("tinyfast_kv_cache_blocks_total") == 256
+    looked_ahead = value("tinyfast_decode_lookahead_used_total") + value("tinyfast_decode_lookahead_dropped_total")
+    assert 0 <= looked_ahead <= value("tinyfast_engine_steps_total")
     assert value("tinyfast_server_requests_in_flight") == 0

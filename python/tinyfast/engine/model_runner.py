@@ -20,9 +20,9 @@ Decode lookahead (``launch_decode`` / ``launch_lookahead`` / ``finish_decode``):
 the engine queues a pure-decode step, then queues the step after it before
 waiting - fed with the argmax of the first step's logits, still lazy, at every
 row's next position (a row entering a new KV block gets one the engine reserved
-from the block manager ahead of the scheduler) - and only then waits for the first. MLX computes the two
-back to back while Python samples, detokenizes and schedules, so the host's
-work overlaps the forward instead of adding to it. The engine uses the queued
+from the block manager ahead of the scheduler) - and only then waits for the
+first. MLX computes the two back to back while Python samples, detokenizes and
+schedules, so the host's work overlaps the forward instead of adding to it. The engine uses the queued
 step only if the scheduler then produces exactly that batch (``matches``);
 otherwise it is dropped. A dropped lookahead has written K/V only at each
 row's next slot, inside the row's partial last block (or the block reserved for
@@ -34,11 +34,10 @@ any next owner before being read (the MLX stream runs steps in the order queued)
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
-
-from dataclasses import dataclass
 
 from tinyfast import _C
 from tinyfast.engine.memory import zeroed_pool
@@ -188,7 +187,8 @@ class ModelRunner:
         self._queue(logits)
         return launch
 
-    def launch_lookahead(self, prev: DecodeLaunch, new_blocks: dict[int, int] | None = None) -> DecodeLaunch | None:
+    def launch_lookahead(self, prev: DecodeLaunch,
+                         new_blocks: dict[int, int] | None = None) -> DecodeLaunch | None:
         """Queues the decode step after ``prev``: the same rows, each fed the argmax of its
         logits in ``prev`` at its next position. A row whose next position starts a new KV
         block needs that block in ``new_blocks`` (row -> block id, reserved by the caller

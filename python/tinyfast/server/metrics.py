@@ -96,6 +96,11 @@ class _EngineCollector:
                      hits / (hits + misses) if hits + misses else 0.0)
         yield _counter("tinyfast_num_preemptions", "Sequences preempted (recompute)", sched.num_preemptions)
         yield _counter("tinyfast_engine_steps", "Engine steps run", self.engine.stats["steps"])
+        yield _counter("tinyfast_decode_lookahead_used", "Decode steps computed ahead and used",
+                       self.engine.stats["lookahead_used"])
+        yield _counter("tinyfast_decode_lookahead_dropped",
+                       "Decode steps computed ahead and dropped (a request stopped, joined or left)",
+                       self.engine.stats["lookahead_dropped"])
         yield _gauge("tinyfast_generation_tokens_per_second",
                      f"Generated tokens per second over the last {RATE_WINDOW_S:.0f} s",
                      self.metrics.tokens_per_second())
